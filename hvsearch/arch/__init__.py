@@ -1,0 +1,22 @@
+"""Typed, torch-free architecture specs (see :mod:`hvsearch.arch.spec`).
+
+Importing this package registers every family's part configs.
+"""
+from hvsearch.arch import common, cmt  # noqa: F401  (registration)
+from hvsearch.arch.components import (
+    KINDS,
+    NORMS,
+    Component,
+    StageContext,
+    component_types,
+    get_component,
+    parse_component,
+    register_component,
+)
+from hvsearch.arch.spec import NUM_STAGES, PYRAMID_STRIDES, ModelSpec, StageSpec, arch_id
+
+__all__ = [
+    "KINDS", "NORMS", "NUM_STAGES", "PYRAMID_STRIDES", "Component", "ModelSpec", "StageContext",
+    "StageSpec", "arch_id", "component_types", "get_component", "parse_component",
+    "register_component",
+]

@@ -1,0 +1,97 @@
+"""Part configs shared by several families: plain downsampling layers, the MLP FFN, a pooled head."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hvsearch.arch.components import (
+    Component,
+    StageContext,
+    register_component,
+    require,
+    require_norm,
+    require_positive,
+)
+
+
+@register_component("downsample")
+@dataclass(frozen=True)
+class NoDownsample(Component):
+    """Keep the incoming map (the first stage after a stride-4 stem). Needs equal widths."""
+
+    type = "none"
+
+    def check(self, ctx: StageContext | None, path: str) -> None:
+        require(ctx.in_dim == ctx.dim, path,
+                f"`none` keeps the {ctx.in_dim} incoming channels, so the stage width must be "
+                f"{ctx.in_dim}; use a downsample that projects, stage width", ctx.dim)
+
+
+@register_component("downsample")
+@dataclass(frozen=True)
+class PatchDownsample(Component):
+    """Non-overlapping k×k stride-k conv (bias) then a norm: CMT's and Container's patch embed."""
+
+    type = "patch"
+    stride = 2
+    norm: str = "layernorm"
+
+    def check(self, ctx, path):
+        require_norm(self.norm, f"{path}.norm")
+
+    def out_size(self, size: int) -> int:
+        return size // self.stride
+
+
+@register_component("downsample")
+@dataclass(frozen=True)
+class ConvDownsample(Component):
+    """Overlapping 3×3 stride-2 conv, optional norm and ReLU: Hire-MLP, TransXNet, ConvMLP."""
+
+    type = "conv3"
+    stride = 2
+    bias: bool = True
+    norm: str = "none"
+    act: bool = False
+
+    def check(self, ctx, path):
+        require_norm(self.norm, f"{path}.norm")
+
+    def out_size(self, size: int) -> int:
+        return (size - 1) // 2 + 1
+
+
+@register_component("ffn")
+@dataclass(frozen=True)
+class MlpFFN(Component):
+    """Two 1×1 layers with a GELU between; hidden width ``int(dim · ratio)``."""
+
+    type = "mlp"
+    ratio: float = 4.0
+    bias: bool = True
+
+    def check(self, ctx, path):
+        require_positive(self.ratio, f"{path}.ratio")
+        require(int(ctx.dim * self.ratio) >= 1, f"{path}.ratio",
+                f"gives a hidden width below 1 at stage width {ctx.dim}", self.ratio)
+
+
+@register_component("ffn")
+@dataclass(frozen=True)
+class NoFFN(Component):
+    """No channel sub-layer (the block is its mixer alone)."""
+
+    type = "none"
+
+
+@register_component("head")
+@dataclass(frozen=True)
+class NormPoolHead(Component):
+    """norm → global average pool → dropout → linear classifier."""
+
+    type = "norm_pool"
+    norm: str = "batchnorm"
+    dropout: float = 0.0
+
+    def check(self, ctx, path):
+        require_norm(self.norm, f"{path}.norm")
+        require(0.0 <= self.dropout < 1.0, f"{path}.dropout", "must be in [0, 1)", self.dropout)

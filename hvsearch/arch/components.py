@@ -1,0 +1,186 @@
+"""Typed, torch-free configs for the parts of a backbone, chosen by name from registries.
+
+A part of an architecture (a stem, a downsampling layer, a token mixer, a channel FFN, a head) is a
+frozen dataclass subclass of :class:`Component`, registered under a ``kind`` and a ``type`` name:
+
+    mixer: {type: cmt_attn, heads: 4, sr_ratio: 2}
+
+resolves to ``get_component("mixer", "cmt_attn")(heads=4, sr_ratio=2)``. Parsing rejects unknown
+keys and wrong types; :meth:`Component.check` then applies the rules that depend on where the part
+sits (its stage's width and feature size), raising :class:`~hvsearch.errors.SpecError` with the
+field path, the rule and the value. The matching ``nn.Module`` for each config is registered
+separately in :mod:`hvsearch.layers` so that this module never imports torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
+
+from hvsearch.errors import RegistryError, SpecError
+
+KINDS = ("stem", "downsample", "mixer", "ffn", "head")
+NORMS = ("layernorm", "batchnorm", "groupnorm", "none")
+
+_REGISTRY: dict[str, dict[str, type["Component"]]] = {kind: {} for kind in KINDS}
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """Where a part sits: what its rules and its module need to know about the stage.
+
+    ``height``/``width`` are the stage's feature size at the spec's build resolution; ``in_dim``
+    is the channel count entering the stage (stem output or the previous stage).
+    """
+
+    index: int
+    dim: int
+    in_dim: int
+    height: int
+    width: int
+    stride: int
+    depth: int
+    num_stages: int = 4
+
+    @property
+    def path(self) -> str:
+        return f"stages.{self.index}"
+
+
+@dataclass(frozen=True)
+class Component:
+    """Base of every registered part config. Subclasses add typed fields with defaults."""
+
+    kind: ClassVar[str] = ""
+    type: ClassVar[str] = ""
+    # Block-structure defaults a mixer brings to its stage when the stage does not set them.
+    default_norm: ClassVar[str] = "layernorm"
+    default_norm_eps: ClassVar[float] = 1e-5
+    default_pos_kernel: ClassVar[int] = 0
+    default_layer_scale: ClassVar[float] = 0.0
+    # Stride (down-sampling factor) of a stem or downsample part.
+    stride: ClassVar[int] = 1
+
+    def check(self, ctx: StageContext | None, path: str) -> None:
+        """Raise SpecError if this part cannot sit at ``ctx``. Override to add rules."""
+
+    def out_size(self, size: int) -> int:
+        """Feature size after this part for an input of ``size`` pixels along one axis."""
+        return size
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @property
+    def family(self) -> str:
+        return self.__module__.rsplit(".", 1)[-1]
+
+
+def register_component(kind: str):
+    """Class decorator: register a Component subclass under ``kind`` and its ``type``."""
+    if kind not in _REGISTRY:
+        raise RegistryError(f"unknown component kind {kind!r}; known: {', '.join(KINDS)}")
+
+    def wrap(cls: type[Component]) -> type[Component]:
+        if not cls.type:
+            raise RegistryError(f"{cls.__name__} has no `type` name to register under")
+        if cls.type in _REGISTRY[kind]:
+            raise RegistryError(
+                f"{kind} {cls.type!r} is already registered by {_REGISTRY[kind][cls.type].__qualname__}"
+            )
+        cls.kind = kind
+        _REGISTRY[kind][cls.type] = cls
+        return cls
+
+    return wrap
+
+
+def component_types(kind: str) -> list[str]:
+    return sorted(_REGISTRY[kind])
+
+
+def get_component(kind: str, name: str, path: str = "") -> type[Component]:
+    try:
+        return _REGISTRY[kind][name]
+    except KeyError:
+        known = ", ".join(component_types(kind))
+        raise SpecError(path or kind, f"must be a registered {kind} type ({known})", name) from None
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against a field annotation (int, float, bool, str, tuple[int, ...])."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        (item_tp, *_rest) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise SpecError(path, "must be a list", value)
+        return tuple(_coerce(v, item_tp, f"{path}.{i}") for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise SpecError(path, "must be true or false", value)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(path, "must be an integer", value)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(path, "must be a number", value)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise SpecError(path, "must be a string", value)
+        return value
+    raise TypeError(f"unsupported field type {_type_name(tp)} at {path}")
+
+
+def parse_component(kind: str, data: Any, path: str) -> Component:
+    """Build a Component from its mapping form ``{type: name, knob: value, ...}``."""
+    if isinstance(data, Component):
+        if data.kind != kind:
+            raise SpecError(path, f"must be a {kind}", data.type)
+        return data
+    if isinstance(data, str):
+        data = {"type": data}
+    if not isinstance(data, Mapping):
+        raise SpecError(path, f"must be a mapping with a `type` key naming a {kind}", data)
+    if "type" not in data:
+        raise SpecError(path, f"needs a `type` key naming a {kind} ({', '.join(component_types(kind))})",
+                        dict(data))
+    cls = get_component(kind, data["type"], f"{path}.type")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key == "type":
+            continue
+        if key not in fields:
+            known = ", ".join(fields) or "none"
+            raise SpecError(f"{path}.{key}", f"is not a knob of {kind} {cls.type!r} (knobs: {known})",
+                            value)
+        kwargs[key] = _coerce(value, hints[key], f"{path}.{key}")
+    return cls(**kwargs)
+
+
+# ---- small rule helpers shared by the part configs -------------------------------------------
+
+def require(cond: bool, path: str, rule: str, value: Any) -> None:
+    if not cond:
+        raise SpecError(path, rule, value)
+
+
+def require_positive(value: int | float, path: str) -> None:
+    require(value > 0, path, "must be > 0", value)
+
+
+def require_norm(value: str, path: str) -> None:
+    require(value in NORMS, path, f"must be one of {', '.join(NORMS)}", value)

@@ -1,0 +1,55 @@
+"""One exception hierarchy for everything hvsearch reports to a user.
+
+Every error a user can cause (a bad spec, a bad space file, missing data, an unknown seed) is an
+:class:`HVSearchError`. The CLI prints its message on one line and exits non-zero; anything else
+is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class HVSearchError(Exception):
+    """Root of all user-facing hvsearch errors."""
+
+
+class SpecError(HVSearchError, ValueError):
+    """An architecture spec breaks a rule.
+
+    The message names the field path, the rule and the offending value, e.g.
+    ``stages.2.mixer.sr_ratio must divide the stage's feature size 14, got 4``.
+    """
+
+    def __init__(self, path: str, rule: str, value: Any = None, *, show_value: bool = True):
+        self.path, self.rule, self.value = path, rule, value
+        msg = f"{path} {rule}" if path else rule
+        if show_value:
+            msg += f", got {value!r}"
+        super().__init__(msg)
+
+
+class RegistryError(HVSearchError, LookupError):
+    """An unknown or duplicate name in one of the registries (mixers, FFNs, seeds, ...)."""
+
+    def __str__(self) -> str:  # LookupError would quote the message like a key
+        return str(self.args[0]) if self.args else ""
+
+
+class SpaceError(SpecError):
+    """A search-space file breaks a rule (same message shape as :class:`SpecError`)."""
+
+
+class DataError(HVSearchError):
+    """A data set is missing, empty or malformed; the message names the path."""
+
+
+class TrainingError(HVSearchError):
+    """A training run cannot go on (non-finite loss, out of memory, ...); the message says why."""
+
+
+class StudyError(HVSearchError):
+    """A study cannot be found, opened or resumed."""
+
+
+class MissingDependencyError(HVSearchError, ImportError):
+    """An optional package is not installed; the message gives the install line."""

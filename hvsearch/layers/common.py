@@ -1,0 +1,118 @@
+"""Small pieces every family uses: norms on NCHW maps, layer scale, init schemes, the generic
+downsamples, the MLP FFN and the pooled head."""
+from __future__ import annotations
+
+import math
+
+import torch
+from timm.layers import DropPath, LayerNorm2d, trunc_normal_
+from torch import nn
+
+from hvsearch.arch.common import ConvDownsample, MlpFFN, NoDownsample, NormPoolHead, PatchDownsample
+from hvsearch.layers.registry import register_module
+
+__all__ = ["DropPath", "LayerNorm2d", "LayerScale2d", "make_norm", "init_weights", "ConvBN"]
+
+
+def make_norm(name: str, dim: int, eps: float = 1e-5) -> nn.Module:
+    """A norm over the channels of an NCHW map. ``groupnorm`` is GroupNorm with one group."""
+    if name == "layernorm":
+        return LayerNorm2d(dim, eps=eps)
+    if name == "batchnorm":
+        return nn.BatchNorm2d(dim, eps=eps)
+    if name == "groupnorm":
+        return nn.GroupNorm(1, dim, eps=eps)
+    if name == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {name!r}")
+
+
+class LayerScale2d(nn.Module):
+    """Per-channel affine ``x·γ + β`` on an NCHW map (γ starts at ``init``, β at 0)."""
+
+    def __init__(self, dim: int, init: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((dim, 1, 1), float(init)))
+        self.bias = nn.Parameter(torch.zeros(dim, 1, 1))
+
+    def forward(self, x):
+        return torch.addcmul(self.bias, x, self.weight)
+
+
+class ConvBN(nn.Sequential):
+    """conv → BN (→ act). ``bias`` defaults to off since BN follows."""
+
+    def __init__(self, cin, cout, k=1, s=1, p=None, groups=1, bias=False, act: type[nn.Module] | None = None):
+        layers = [nn.Conv2d(cin, cout, k, s, k // 2 if p is None else p, groups=groups, bias=bias),
+                  nn.BatchNorm2d(cout)]
+        if act is not None:
+            layers.append(act())
+        super().__init__(*layers)
+
+
+def init_weights(module: nn.Module, conv: str = "kaiming_fan_out", linear: str = "trunc_normal",
+                 std: float = 0.02) -> None:
+    """Initialise every Conv2d/Linear under ``module`` with a named scheme; biases to 0.
+
+    Schemes: ``trunc_normal`` (std 0.02), ``kaiming_fan_out`` (He normal on fan-out, as timm's
+    conv nets), ``default`` (leave PyTorch's default).
+    """
+    for m in module.modules():
+        scheme = conv if isinstance(m, nn.Conv2d) else linear if isinstance(m, nn.Linear) else None
+        if scheme is None or scheme == "default":
+            continue
+        if scheme == "trunc_normal":
+            trunc_normal_(m.weight, std=std)
+        elif scheme == "kaiming_fan_out":
+            fan_out = m.weight.shape[0] * math.prod(m.weight.shape[2:]) // getattr(m, "groups", 1)
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+        else:
+            raise ValueError(f"unknown init scheme {scheme!r}")
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+@register_module("downsample", "none")
+class Identity(nn.Identity):
+    def __init__(self, cfg: NoDownsample, in_dim: int, out_dim: int):
+        super().__init__()
+
+
+@register_module("downsample", "patch")
+class PatchEmbed(nn.Sequential):
+    def __init__(self, cfg: PatchDownsample, in_dim: int, out_dim: int):
+        super().__init__(nn.Conv2d(in_dim, out_dim, cfg.stride, cfg.stride), make_norm(cfg.norm, out_dim))
+
+
+@register_module("downsample", "conv3")
+class ConvDown(nn.Sequential):
+    def __init__(self, cfg: ConvDownsample, in_dim: int, out_dim: int):
+        layers = [nn.Conv2d(in_dim, out_dim, 3, 2, 1, bias=cfg.bias), make_norm(cfg.norm, out_dim)]
+        if cfg.act:
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+@register_module("ffn", "mlp")
+class Mlp(nn.Sequential):
+    def __init__(self, cfg: MlpFFN, dim: int, ctx):
+        hidden = int(dim * cfg.ratio)
+        super().__init__(nn.Conv2d(dim, hidden, 1, bias=cfg.bias), nn.GELU(),
+                         nn.Conv2d(hidden, dim, 1, bias=cfg.bias))
+
+
+@register_module("head", "norm_pool")
+class NormPoolHeadModule(nn.Module):
+    def __init__(self, cfg: NormPoolHead, in_dim: int, num_classes: int):
+        super().__init__()
+        self.num_features = in_dim
+        self.norm = make_norm(cfg.norm, in_dim)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.fc = nn.Linear(in_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def reset(self, num_classes: int) -> None:
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x, pre_logits: bool = False):
+        x = self.norm(x).mean((2, 3))
+        return x if pre_logits else self.fc(self.drop(x))
