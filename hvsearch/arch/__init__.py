@@ -2,7 +2,7 @@
 
 Importing this package registers every family's part configs.
 """
-from hvsearch.arch import common, cmt  # noqa: F401  (registration)
+from hvsearch.arch import cmt, common, container, convmlp, hire, transxnet  # noqa: F401  (registration)
 from hvsearch.arch.components import (
     KINDS,
     NORMS,

@@ -13,6 +13,50 @@ from hvsearch.arch.components import (
 )
 
 
+@register_component("stem")
+@dataclass(frozen=True)
+class ConvStem(Component):
+    """One k×k stride-4 conv, optional norm and ReLU: Hire-MLP (k7 p2, bias, BN, ReLU) and
+    TransXNet (k7 p3, no bias, BN)."""
+
+    type = "conv"
+    stride = 4
+    width: int = 64
+    kernel: int = 7
+    padding: int = 3
+    bias: bool = False
+    norm: str = "batchnorm"
+    act: bool = False
+
+    def check(self, ctx, path):
+        require_positive(self.width, f"{path}.width")
+        require(self.kernel >= self.stride, f"{path}.kernel", f"must be >= the stride {self.stride}", self.kernel)
+        require(0 <= self.padding < self.kernel, f"{path}.padding", f"must be in [0, kernel {self.kernel})",
+                self.padding)
+        require_norm(self.norm, f"{path}.norm")
+
+    def out_size(self, size: int) -> int:
+        return (size + 2 * self.padding - self.kernel) // self.stride + 1
+
+
+@register_component("stem")
+@dataclass(frozen=True)
+class PatchStem(Component):
+    """Non-overlapping 4×4 stride-4 conv (bias) then a norm: Container's patch embedding."""
+
+    type = "patch"
+    stride = 4
+    width: int = 64
+    norm: str = "layernorm"
+
+    def check(self, ctx, path):
+        require_positive(self.width, f"{path}.width")
+        require_norm(self.norm, f"{path}.norm")
+
+    def out_size(self, size: int) -> int:
+        return size // self.stride
+
+
 @register_component("downsample")
 @dataclass(frozen=True)
 class NoDownsample(Component):

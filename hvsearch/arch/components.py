@@ -42,6 +42,7 @@ class StageContext:
     stride: int
     depth: int
     num_stages: int = 4
+    block: int = 0  # index of the block within the stage (for per-block schedules, e.g. shifts)
 
     @property
     def path(self) -> str:

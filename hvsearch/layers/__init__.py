@@ -7,7 +7,7 @@ from hvsearch._compat import patch_torchvision
 
 patch_torchvision()
 
-from hvsearch.layers import common, cmt  # noqa: E402,F401  (registration)
+from hvsearch.layers import cmt, common, container, convmlp, hire, transxnet  # noqa: E402,F401  (registration)
 from hvsearch.layers.common import LayerScale2d, init_weights, make_norm  # noqa: E402
 from hvsearch.layers.registry import build, get_module, module_types, register_module  # noqa: E402
 

@@ -8,7 +8,15 @@ import torch
 from timm.layers import DropPath, LayerNorm2d, trunc_normal_
 from torch import nn
 
-from hvsearch.arch.common import ConvDownsample, MlpFFN, NoDownsample, NormPoolHead, PatchDownsample
+from hvsearch.arch.common import (
+    ConvDownsample,
+    ConvStem,
+    MlpFFN,
+    NoDownsample,
+    NormPoolHead,
+    PatchDownsample,
+    PatchStem,
+)
 from hvsearch.layers.registry import register_module
 
 __all__ = ["DropPath", "LayerNorm2d", "LayerScale2d", "make_norm", "init_weights", "ConvBN"]
@@ -70,6 +78,22 @@ def init_weights(module: nn.Module, conv: str = "kaiming_fan_out", linear: str =
             raise ValueError(f"unknown init scheme {scheme!r}")
         if m.bias is not None:
             nn.init.zeros_(m.bias)
+
+
+@register_module("stem", "conv")
+class ConvStemModule(nn.Sequential):
+    def __init__(self, cfg: ConvStem, in_chans: int):
+        layers = [nn.Conv2d(in_chans, cfg.width, cfg.kernel, cfg.stride, cfg.padding, bias=cfg.bias),
+                  make_norm(cfg.norm, cfg.width)]
+        if cfg.act:
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+@register_module("stem", "patch")
+class PatchStemModule(nn.Sequential):
+    def __init__(self, cfg: PatchStem, in_chans: int):
+        super().__init__(nn.Conv2d(in_chans, cfg.width, cfg.stride, cfg.stride), make_norm(cfg.norm, cfg.width))
 
 
 @register_module("downsample", "none")

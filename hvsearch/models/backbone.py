@@ -14,6 +14,7 @@ line. Maps are NCHW between all parts. The model follows timm's conventions: ``f
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import torch
@@ -82,7 +83,8 @@ class Stage(nn.Module):
         build_shared = getattr(mixer_cls, "build_shared", None)
         # One module shared by every block of the stage (e.g. CMT's relative position bias).
         self.shared = build_shared(stage.mixer, stage.width, ctx) if build_shared else None
-        self.blocks = nn.Sequential(*[Block(stage, ctx, self.shared, dp) for dp in dprs])
+        self.blocks = nn.Sequential(*[Block(stage, dataclasses.replace(ctx, block=i), self.shared, dp)
+                                      for i, dp in enumerate(dprs)])
         self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

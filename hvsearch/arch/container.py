@@ -1,0 +1,1 @@
+"""Placeholder: this family's part configs are being written."""

@@ -1,0 +1,1 @@
+"""Placeholder: this family's seeds are being written."""
