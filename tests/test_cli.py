@@ -1,0 +1,64 @@
+"""The command line as a user runs it: tables, formats, one-line errors with a non-zero exit."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from hvsearch.cli import main
+from hvsearch.models import get_seed, seed_names
+
+
+def run_cli(*args, cwd=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "hvsearch.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)
+
+
+def test_seeds_json_lists_every_seed_with_paper_figures(capsys):
+    assert main(["seeds", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == seed_names()
+    for r in rows:
+        seed = get_seed(r["name"])
+        assert r["paper_params_M"] == seed.paper_params_m and r["paper_GFLOPs"] == seed.paper_gflops
+        p_tol, f_tol = seed.tolerances
+        assert abs(r["dev_params_%"]) <= 100 * p_tol and abs(r["dev_flops_%"]) <= 100 * f_tol
+
+
+def test_show_table_yaml_and_json(tmp_path, capsys):
+    assert main(["show", "cmt_ti"]) == 0
+    out = capsys.readouterr().out
+    assert "params 9.492 M" in out and "stage 3" in out and "cmt_attn" in out
+    assert main(["show", "cmt_ti", "--format", "yaml"]) == 0
+    path = tmp_path / "arch.yaml"
+    path.write_text(capsys.readouterr().out)
+    assert main(["show", str(path), "--format", "json", "--resolution", "64"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["arch_id"] == get_seed("cmt_ti").spec.arch_id
+    assert info["resolution"] == 64 and info["params"] == 9492426
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["show", "no_such_seed"], "is neither a seed"),
+    (["show", "missing.yaml"], "does not exist"),
+])
+def test_errors_are_one_line_without_traceback(args, fragment):
+    r = run_cli(*args)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0]
+
+
+def test_bad_spec_file_names_path_rule_value(tmp_path):
+    spec = get_seed("cmt_ti").spec.to_dict()
+    spec["stages"][2]["mixer"]["heads"] = 5
+    bad = tmp_path / "bad.yaml"
+    import yaml
+
+    bad.write_text(yaml.safe_dump(spec))
+    r = run_cli("show", str(bad))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "stages.2.mixer.heads must divide the stage width 184, got 5" in r.stderr
