@@ -88,12 +88,14 @@ class ConvStemModule(nn.Sequential):
         if cfg.act:
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
+        init_weights(self)
 
 
 @register_module("stem", "patch")
 class PatchStemModule(nn.Sequential):
     def __init__(self, cfg: PatchStem, in_chans: int):
         super().__init__(nn.Conv2d(in_chans, cfg.width, cfg.stride, cfg.stride), make_norm(cfg.norm, cfg.width))
+        init_weights(self)
 
 
 @register_module("downsample", "none")
@@ -106,6 +108,7 @@ class Identity(nn.Identity):
 class PatchEmbed(nn.Sequential):
     def __init__(self, cfg: PatchDownsample, in_dim: int, out_dim: int):
         super().__init__(nn.Conv2d(in_dim, out_dim, cfg.stride, cfg.stride), make_norm(cfg.norm, out_dim))
+        init_weights(self)
 
 
 @register_module("downsample", "conv3")
@@ -115,6 +118,7 @@ class ConvDown(nn.Sequential):
         if cfg.act:
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
+        init_weights(self)
 
 
 @register_module("ffn", "mlp")
@@ -123,6 +127,8 @@ class Mlp(nn.Sequential):
         hidden = int(dim * cfg.ratio)
         super().__init__(nn.Conv2d(dim, hidden, 1, bias=cfg.bias), nn.GELU(),
                          nn.Conv2d(hidden, dim, 1, bias=cfg.bias))
+        # 1×1 convs are the papers' Linear layers: trunc-normal as every family inits those
+        init_weights(self, conv="trunc_normal")
 
 
 @register_module("head", "norm_pool")
@@ -132,10 +138,11 @@ class NormPoolHeadModule(nn.Module):
         self.num_features = in_dim
         self.norm = make_norm(cfg.norm, in_dim)
         self.drop = nn.Dropout(cfg.dropout)
-        self.fc = nn.Linear(in_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.reset(num_classes)
 
     def reset(self, num_classes: int) -> None:
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        init_weights(self.fc)
 
     def forward(self, x, pre_logits: bool = False):
         x = self.norm(x).mean((2, 3))
