@@ -3,6 +3,8 @@ CVPR 2022): the conv stem, the lightweight multi-head self-attention (LMHSA) mix
 local perception unit, the inverted residual FFN (IRFFN) and the 1280-wide conv head."""
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 from hvsearch.arch.components import Component, register_component, require, require_positive
@@ -50,6 +52,15 @@ class CMTAttention(Component):
             require(size % self.sr_ratio == 0, f"{path}.sr_ratio",
                     f"must divide the stage's feature {axis} {size} at the build resolution",
                     self.sr_ratio)
+
+    def width_multiple(self) -> int:
+        return self.heads
+
+    def fit(self, ctx):
+        # the largest reduction ratio <= the current one that divides both feature sides
+        g = math.gcd(ctx.height, ctx.width)
+        sr = max(d for d in range(1, min(self.sr_ratio, g) + 1) if g % d == 0)
+        return self if sr == self.sr_ratio else dataclasses.replace(self, sr_ratio=sr)
 
 
 @register_component("ffn")

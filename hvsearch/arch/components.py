@@ -14,6 +14,7 @@ separately in :mod:`hvsearch.layers` so that this module never imports torch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
@@ -63,12 +64,29 @@ class Component:
     # Stride (down-sampling factor) of a stem or downsample part.
     stride: ClassVar[int] = 1
 
+    def __post_init__(self) -> None:
+        # `ratio=8` and `ratio=8.0` are the same architecture: store floats as floats so that
+        # the canonical form, and with it the arch id, does not depend on how a value was typed.
+        for name, tp in _float_fields(type(self)):
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))
+
     def check(self, ctx: StageContext | None, path: str) -> None:
         """Raise SpecError if this part cannot sit at ``ctx``. Override to add rules."""
 
     def out_size(self, size: int) -> int:
         """Feature size after this part for an input of ``size`` pixels along one axis."""
         return size
+
+    def width_multiple(self) -> int:
+        """The stage width must be a multiple of this (e.g. the number of heads)."""
+        return 1
+
+    def fit(self, ctx: StageContext) -> "Component":
+        """A version of this part valid at ``ctx`` (knobs bound to the feature size adjusted,
+        e.g. a reduction ratio that no longer divides it); ``self`` when nothing must change."""
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type}
@@ -80,6 +98,12 @@ class Component:
     @property
     def family(self) -> str:
         return self.__module__.rsplit(".", 1)[-1]
+
+
+@functools.lru_cache(maxsize=None)
+def _float_fields(cls: type) -> tuple[tuple[str, Any], ...]:
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, float) for f in dataclasses.fields(cls) if hints[f.name] is float)
 
 
 def register_component(kind: str):

@@ -63,6 +63,8 @@ class StageSpec:
         for name, value in derived.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
+        for name in ("norm_eps", "layer_scale"):  # canonical float form (see Component)
+            object.__setattr__(self, name, float(getattr(self, name)))
 
     @classmethod
     def from_dict(cls, data: Any, path: str) -> "StageSpec":
@@ -123,6 +125,7 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
+        object.__setattr__(self, "drop_path_rate", float(self.drop_path_rate))
 
     # ---- derived facts -----------------------------------------------------------------------
     @property

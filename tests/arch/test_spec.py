@@ -57,6 +57,14 @@ def test_arch_id_is_stable_and_sensitive():
     assert ModelSpec.from_dict(shuffled).arch_id == a.arch_id
 
 
+def test_int_and_float_spellings_share_one_id():
+    a = tiny_spec()
+    stages = tuple(dataclasses.replace(st, ffn=IRFFN(ratio=2), layer_scale=0) for st in a.stages)
+    b = dataclasses.replace(a, stages=stages, drop_path_rate=0)
+    assert b == a and b.arch_id == a.arch_id
+    assert isinstance(b.stages[0].ffn.ratio, float)
+
+
 def test_frozen():
     spec = tiny_spec()
     with pytest.raises(dataclasses.FrozenInstanceError):
