@@ -11,6 +11,7 @@ head; the block adds a 3×3 depthwise conditional position encoding before the m
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from hvsearch.arch.components import Component, StageContext, register_component, require, require_positive
@@ -67,6 +68,13 @@ class ContainerMixer(Component):
     def mixes(self) -> bool:
         """Both branches on, so the block learns a mixing coefficient."""
         return self.dynamic and self.static != "none"
+
+    def width_multiple(self) -> int:
+        return self.heads if self.uses_heads else 1
+
+    def fit(self, ctx: StageContext):
+        pool = min(self.kv_pool, ctx.height, ctx.width)
+        return self if pool == self.kv_pool else dataclasses.replace(self, kv_pool=pool)
 
     def check(self, ctx: StageContext, path: str) -> None:
         require(self.static in STATIC_KINDS, f"{path}.static", f"must be one of {', '.join(STATIC_KINDS)}",

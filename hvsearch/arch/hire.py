@@ -6,6 +6,7 @@ conv stem, 3×3 stride-2 conv downsamples, the 4× MLP FFN and a BN-pool head.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from hvsearch.arch.components import Component, StageContext, register_component, require, require_positive
@@ -48,6 +49,13 @@ class HireMixer(Component):
     def max_shift(self, depth: int) -> int:
         """The largest shift any of a stage's ``depth`` blocks uses."""
         return max(self.shift(i) for i in range(min(depth, self.step_stride)))
+
+    def fit(self, ctx: StageContext) -> "HireMixer":
+        # a region larger than the map, or a shift that reaches the region size, is clipped
+        out = dataclasses.replace(self, region=min(self.region, ctx.height, ctx.width))
+        while out.step_dilation > 0 and out.max_shift(ctx.depth) >= out.region:
+            out = dataclasses.replace(out, step_dilation=out.step_dilation - 1)
+        return self if out == self else out
 
     def check(self, ctx: StageContext, path: str) -> None:
         require_positive(self.region, f"{path}.region")

@@ -135,7 +135,8 @@ class HybridBackbone(nn.Module):
     # ---- timm conventions --------------------------------------------------------------------
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        return {n for n, _ in self.named_parameters() if n.endswith("rel_pos.bias") or ".ls" in n}
+        # stage-shared tables (position biases) are registered first under `stages.i.shared`
+        return {n for n, _ in self.named_parameters() if ".shared." in n or ".ls1." in n or ".ls2." in n}
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:

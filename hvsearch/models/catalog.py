@@ -69,20 +69,46 @@ def register_seed(name: str, family: str, spec_fn: Callable[[], ModelSpec], **re
 
 
 def _register_timm(seed: Seed) -> None:
+    register_arch(seed.name, lambda: seed.spec)
+
+
+def register_arch(name: str, spec_fn: Callable[[], ModelSpec]) -> str:
+    """Register an architecture in timm as ``hvs_<name>``; ``spec_fn`` runs at creation time.
+    Returns the timm name. Re-registering the same name is an error."""
+    timm_name = TIMM_PREFIX + name
+    if hasattr(sys.modules[__name__], timm_name):
+        raise RegistryError(f"{timm_name} is already registered in timm")
+
     def entry(pretrained: bool = False, **kwargs):
-        if pretrained:
-            raise RegistryError(f"{TIMM_PREFIX}{seed.name}: hvsearch ships no pretrained weights")
         from hvsearch.models.backbone import HybridBackbone
 
+        if pretrained:
+            raise RegistryError(f"{timm_name}: hvsearch ships no pretrained weights")
         for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):  # timm's own
             kwargs.pop(key, None)
-        return HybridBackbone(seed.spec, **kwargs)
+        return HybridBackbone(spec_fn(), **kwargs)
 
-    entry.__name__ = TIMM_PREFIX + seed.name
-    entry.__qualname__ = entry.__name__
+    entry.__name__ = entry.__qualname__ = timm_name
     entry.__module__ = __name__
-    setattr(sys.modules[__name__], entry.__name__, entry)
+    setattr(sys.modules[__name__], timm_name, entry)
     register_model(entry)
+    return timm_name
+
+
+@register_model
+def hvs_arch(pretrained: bool = False, arch: "str | ModelSpec | None" = None, **kwargs):
+    """Any architecture: ``timm.create_model("hvs_arch", arch="best.yaml")`` (a file, a seed name
+    or a ModelSpec)."""
+    from hvsearch.models.backbone import HybridBackbone
+    from hvsearch.models.report import load_arch
+
+    if arch is None:
+        raise RegistryError("hvs_arch needs arch=<architecture file, seed name or ModelSpec>")
+    if pretrained:
+        raise RegistryError("hvs_arch: hvsearch ships no pretrained weights")
+    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+        kwargs.pop(key, None)
+    return HybridBackbone(arch if isinstance(arch, ModelSpec) else load_arch(arch), **kwargs)
 
 
 def seed_names() -> list[str]:
