@@ -30,14 +30,18 @@ def drop_path_rates(spec: ModelSpec) -> list[list[float]]:
     or restarted in every stage (``per_stage``: linspace(0, rate, depth), as ConvMLP does)."""
     rate = spec.drop_path_rate
     if spec.drop_path_mode == "per_stage":
-        return [torch.linspace(0, rate, d).tolist() for d in spec.depths]
-    total = sum(spec.depths)
-    flat = torch.linspace(0, rate, total).tolist()
+        return [_linspace(rate, d) for d in spec.depths]
+    flat = _linspace(rate, sum(spec.depths))
     out, i = [], 0
     for d in spec.depths:
         out.append(flat[i:i + d])
         i += d
     return out
+
+
+def _linspace(stop: float, n: int) -> list[float]:
+    # plain Python (not torch.linspace) so that models can be built on the meta device
+    return [stop * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
 
 
 class Block(nn.Module):

@@ -1,0 +1,81 @@
+"""A seed's model family: members for several φ, their measured cost against 2.5^φ, their files.
+
+Importing this module registers ``hvs_<seed>_phi<tag>`` in timm for φ ∈ {−2, −1, 1, 2} and every
+catalog seed (``timm.create_model("hvs_cmt_s_phi1")``), with the default rule.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from hvsearch.arch import ModelSpec
+from hvsearch.cost import count_spec
+from hvsearch.models.catalog import register_arch, seed_names
+from hvsearch.models.report import load_arch
+from hvsearch.scaling.compound import TARGET_BASE, Member, ScalingRule, phi_tag, scale
+
+REGISTERED_PHIS = (-2, -1, 1, 2)
+
+
+def family(seed: ModelSpec, phis: Sequence[float], rule: ScalingRule = ScalingRule(),
+           progress: bool = False) -> tuple[pd.DataFrame, list[Member]]:
+    """Scale ``seed`` for every φ (φ=0 is the seed itself) and count each member's cost.
+
+    Returns the family table (one row per φ) and the members."""
+    base = count_spec(seed)
+    rows, members = [], []
+    for i, phi in enumerate(phis):
+        if progress:
+            print(f"\rscaling {seed.name or 'arch'}: phi={phi:g} ({i + 1}/{len(phis)})", end="",
+                  file=sys.stderr, flush=True)
+        member = scale(seed, phi, rule)
+        cost = count_spec(member.spec)
+        ratio, target = cost.flops / base.flops, TARGET_BASE ** phi
+        members.append(member)
+        rows.append({
+            "phi": phi,
+            "name": member.spec.name,
+            "depths": "-".join(map(str, member.spec.depths)),
+            "widths": "-".join(map(str, member.spec.widths)),
+            "stem": member.spec.stem_width,
+            "resolution": member.spec.resolution,
+            "params_M": cost.params_m,
+            "GFLOPs": cost.gflops,
+            "flops_ratio": ratio,
+            "target_2.5^phi": target,
+            "deviation_%": 100 * (ratio / target - 1),
+            "rule_ratio": rule.flops_base ** phi,
+            "adjusted": "; ".join(member.adjustments),
+        })
+    if progress:
+        print("\r" + " " * 60 + "\r", end="", file=sys.stderr, flush=True)
+    return pd.DataFrame(rows), members
+
+
+def write_members(members: Sequence[Member], out_dir: str | Path) -> list[Path]:
+    """One architecture YAML per member, loadable by ``show``/``train``/``scale``."""
+    out = Path(out_dir)
+    return [m.spec.save(out / f"{m.spec.name}.yaml") for m in members]
+
+
+def resolve_seed(ref: str) -> ModelSpec:
+    """A catalog seed name, an architecture file, or ``STUDY:best`` / ``STUDY:<trial>``."""
+    if ":" in ref and not Path(ref).exists():
+        from hvsearch.search.study_ref import load_study_arch
+
+        return load_study_arch(ref)
+    return load_arch(ref)
+
+
+def _register_members() -> None:
+    from hvsearch.models.catalog import get_seed
+
+    for name in seed_names():
+        for phi in REGISTERED_PHIS:
+            register_arch(f"{name}_phi{phi_tag(phi)}", lambda n=name, p=phi: scale(get_seed(n).spec, p).spec)
+
+
+_register_members()
