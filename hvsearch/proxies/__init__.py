@@ -1,0 +1,19 @@
+"""Training-free ("zero-cost") scores of an architecture at initialisation; see :mod:`.zero_cost`."""
+from hvsearch._compat import patch_torchvision
+
+patch_torchvision()
+
+from hvsearch.proxies.zero_cost import (  # noqa: E402
+    SCORES,
+    Score,
+    ScoreError,
+    get_score,
+    random_batch,
+    random_labels,
+    register_score,
+    score,
+    score_names,
+)
+
+__all__ = ["SCORES", "Score", "ScoreError", "get_score", "random_batch", "random_labels",
+           "register_score", "score", "score_names"]
