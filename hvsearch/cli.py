@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Callable
 
@@ -50,7 +51,16 @@ def _emit(df, fmt: str, float_format: str = "{:.3f}") -> None:
 def cmd_seeds(args: argparse.Namespace) -> int:
     from hvsearch.models.report import seeds_table
 
-    _emit(seeds_table(progress=args.format == "table"), args.format)
+    table = seeds_table(progress=args.format == "table")
+    if args.format != "table":
+        _emit(table, args.format)
+        return 0
+    _emit(table.drop(columns="notes"), "table")
+    notes = table[table["notes"] != ""]
+    if len(notes):
+        print("\nnotes:")
+        for name, note in zip(notes["name"], notes["notes"]):
+            print(f"  {name}: {note}")
     return 0
 
 
@@ -66,6 +76,227 @@ def cmd_show(args: argparse.Namespace) -> int:
     from hvsearch.models.report import show_arch
 
     print(show_arch(args.arch, resolution=args.resolution, fmt=args.format))
+    return 0
+
+
+def _check_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("space", help="a search-space YAML file (see spaces/)")
+    p.add_argument("--samples", type=int, default=30, help="architectures to sample (default 30)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
+    p.add_argument("--no-cost", action="store_true", help="only validate samples: no model is built")
+
+
+@command("check", help="validate a space file; sample, shape-check and cost-count architectures")
+@arguments(_check_args)
+def cmd_check(args: argparse.Namespace) -> int:
+    from hvsearch.search.check import check_space
+    from hvsearch.space import load_space
+
+    space = load_space(args.space)
+    if args.samples < 1:
+        raise HVSearchError(f"--samples must be >= 1, got {args.samples}")
+    report = check_space(space, samples=args.samples, seed=args.seed, count=not args.no_cost,
+                         progress=sys.stderr.isatty())
+    print(report.render())
+    return 1 if report.problems else 0
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("space", help="a search-space YAML file (see spaces/)")
+    p.add_argument("--study", help="study name (default: the space's `name`); re-running a study continues it")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an existing study (fails if there is none); re-queues interrupted trials")
+    p.add_argument("--storage", help="Optuna storage: an RDB URL (postgresql://..., mysql://...) or a SQLite "
+                   "file path (default: sqlite:///studies/STUDY.db)")
+    p.add_argument("--studies-dir", default="studies", help="where default storages, checkpoints and Tune "
+                   "files go (default studies/)")
+    p.add_argument("--results-dir", default="results", help="results/<study>/ is written here (default results/)")
+    p.add_argument("--trials", type=int, help="trial budget: architectures trained in the study in all")
+    p.add_argument("--time-budget", help="no new trial starts after this long (s, or 90s / 10m / 2h)")
+    p.add_argument("--sampler", choices=("tpe", "random", "nsga2"))
+    p.add_argument("--seed", type=int, help="sampler seed")
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: as resources allow)")
+    p.add_argument("--cpus-per-trial", type=float)
+    p.add_argument("--gpus-per-trial", type=float, help="fractions share a GPU: 0.25 = four trials per GPU")
+    p.add_argument("--address", help="join this Ray cluster (e.g. 10.0.0.1:6379, or `auto`) "
+                   "instead of starting a local one")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    p.add_argument("--smoke", action="store_true", help="smoke-size run: 2 trials of 1 epoch, "
+                   "study STUDY-smoke")
+
+
+@command("run", help="search a space: Optuna sampler + Ray Tune (ASHA), results in a persistent study")
+@arguments(_run_args)
+def cmd_run(args: argparse.Namespace) -> int:
+    from hvsearch.space import load_space, parse_duration
+
+    space = load_space(args.space)
+    overrides = {k: getattr(args, k) for k in ("trials", "sampler", "seed", "max_concurrent",
+                                               "cpus_per_trial", "gpus_per_trial") if getattr(args, k) is not None}
+    if args.time_budget is not None:
+        overrides["time_budget"] = parse_duration(_number_or_text(args.time_budget), "--time-budget")
+    study = args.study
+    if args.smoke:
+        from hvsearch.search.runner import smoke_space
+
+        space, study = smoke_space(space), f"{args.study or space.name}-smoke"
+    if overrides:
+        space = space.with_overrides(**overrides)
+    from hvsearch.search.runner import run_search
+
+    summary = run_search(space, study=study, storage=args.storage, address=args.address, resume=args.resume,
+                         num_cpus=args.num_cpus, studies_dir=args.studies_dir, results_dir=args.results_dir)
+    if summary.best is None:
+        print(f"hvsearch run: no architecture of study {summary.study!r} has finished training", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _number_or_text(value: str):
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", help="study name")
+    p.add_argument("--storage", help="Optuna storage URL or SQLite file (default: studies/STUDY.db)")
+    p.add_argument("--studies-dir", default="studies")
+
+
+def _results_args(p: argparse.ArgumentParser) -> None:
+    _study_args(p)
+    p.add_argument("--top", type=int, default=10, help="rows of the leaderboard (0 = all)")
+    p.add_argument("--all", action="store_true", help="list every trial, failed and invalid ones too")
+    p.add_argument("--results-dir", default="results", help="(re)write results/<study>/ here")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+
+@command("results", help="print a study's leaderboard and (re)write results/<study>/")
+@arguments(_results_args)
+def cmd_results(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hvsearch.search import results
+    from hvsearch.search.study import load_study, storage_url
+
+    study = load_study(args.study, storage_url(args.study, args.storage, args.studies_dir, create=False))
+    out = results.write_results(study, Path(args.results_dir) / args.study)
+    board = results.leaderboard(study, top=args.top, include_all=args.all)
+    if args.format == "table":
+        print(results.summary_line(study))
+    _emit(board, args.format, "{:.4g}")
+    if args.format == "table":
+        print(f"files: {out}/ (trials.csv, best.yaml, pareto.csv, pareto.png)")
+    return 0
+
+
+def _dashboard_args(p: argparse.ArgumentParser) -> None:
+    _study_args(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+
+
+@command("dashboard", help="serve optuna-dashboard on a study (127.0.0.1:8080)")
+@arguments(_dashboard_args)
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from hvsearch.search.dashboard import serve
+
+    serve(args.study, storage=args.storage, studies_dir=args.studies_dir, host=args.host, port=args.port)
+    return 0
+
+
+def _scale_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", required=True,
+                   help="a catalog seed, an architecture YAML/JSON, or STUDY:best / STUDY:<trial number>")
+    p.add_argument("--phi", type=float, nargs="+", default=[1.0],
+                   help="compound coefficient(s); several give a family, e.g. --phi -2 -1 0 1 2")
+    p.add_argument("--alpha", type=float, default=1.2, help="depth base (default 1.2)")
+    p.add_argument("--beta", type=float, default=1.3, help="width base (default 1.3)")
+    p.add_argument("--gamma", type=float, default=1.15, help="resolution base (default 1.15)")
+    p.add_argument("--depth-mode", choices=("round", "ceil"), default="round",
+                   help="depth rounding (ceil reproduces CMT-B from CMT-S)")
+    p.add_argument("--out", default="results/scale", help="folder for one YAML per member")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+
+@command("scale", help="compound-scale a seed into a model family (depth a^phi, width b^phi, resolution g^phi)")
+@arguments(_scale_args)
+def cmd_scale(args: argparse.Namespace) -> int:
+    from hvsearch.scaling import ScalingRule
+    from hvsearch.scaling.family import family, resolve_seed, write_members
+
+    seed = resolve_seed(args.seed)
+    rule = ScalingRule(alpha=args.alpha, beta=args.beta, gamma=args.gamma, depth_mode=args.depth_mode)
+    table, members = family(seed, args.phi, rule, progress=args.format == "table")
+    paths = write_members(members, args.out)
+    if args.format == "table":
+        print(f"seed {seed.name or args.seed}: alpha={rule.alpha:g} beta={rule.beta:g} gamma={rule.gamma:g} "
+              f"(alpha*beta^1.5*gamma^2 = {rule.flops_base:.3f}), depth rounding {rule.depth_mode}")
+    _emit(table, args.format)
+    if args.format == "table":
+        print(f"\nwritten {len(paths)} architecture file(s) under {args.out}/")
+    return 0
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    from hvsearch.train.config import DATASETS, DEVICES
+
+    p.add_argument("arch", help="a seed name (see `hvsearch seeds`) or an architecture YAML/JSON file")
+    p.add_argument("--config", help="YAML with `train:` and `data:` sections (the flags below override it)")
+    d = p.add_argument_group("data (default: the embedded synthetic set, no files needed)")
+    d.add_argument("--data", choices=DATASETS, help="data set")
+    d.add_argument("--data-root", help="folder with the cifar10/cifar100/imagefolder files")
+    d.add_argument("--val-split", type=float, help="share of train held out for validation (0 = own val/test)")
+    d.add_argument("--data-seed", type=int, help="seed of the held-out split and the training subset")
+    t = p.add_argument_group("training (defaults: hvsearch.train.config.TrainConfig)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--resolution", type=int, help="input size, a multiple of 32")
+    t.add_argument("--fraction", type=float, help="class-balanced share of the training images used")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float, help="peak AdamW learning rate")
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--warmup-epochs", type=float)
+    t.add_argument("--label-smoothing", type=float)
+    t.add_argument("--drop-path", type=float)
+    t.add_argument("--mixup", type=float, help="mixup alpha (0 = off)")
+    t.add_argument("--cutmix", type=float, help="CutMix alpha (0 = off)")
+    t.add_argument("--grad-clip", type=float, help="gradient-norm clip (0 = off)")
+    t.add_argument("--max-steps-per-epoch", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", choices=DEVICES)
+    t.add_argument("--workers", type=int, help="DataLoader worker processes")
+    t.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    t.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's, or OMP_NUM_THREADS)")
+    p.add_argument("--out", help="run folder (default results/train/<arch>-<data>-<arch id>/)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if the run folder has a checkpoint")
+
+
+@command("train", help="proxy-train an architecture; metrics CSV and checkpoint under results/train/")
+@arguments(_train_args)
+def cmd_train(args: argparse.Namespace) -> int:
+    from hvsearch.models.report import load_arch
+    from hvsearch.train.run import default_run_dir, load_configs, run_training
+
+    flags = vars(args)
+    train_keys = ("epochs", "resolution", "fraction", "batch_size", "lr", "weight_decay", "warmup_epochs",
+                  "label_smoothing", "drop_path", "mixup", "cutmix", "grad_clip", "max_steps_per_epoch",
+                  "seed", "device", "workers", "compile")
+    data_keys = {"data": "name", "data_root": "root", "val_split": "val_split", "data_seed": "seed"}
+    train, data = load_configs(args.config, {k: flags[k] for k in train_keys if flags[k] is not None},
+                               {v: flags[k] for k, v in data_keys.items() if flags[k] is not None})
+    spec = load_arch(args.arch)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    run_dir = args.out or default_run_dir(spec, data)
+    result = run_training(spec, train, data, run_dir, resume=not args.no_resume)
+    best = max(result.history, key=lambda m: m["val_top1"])
+    print(f"best val top-1 {best['val_top1']:.2f}% (epoch {best['epoch']}), last {result.metrics['val_top1']:.2f}%; "
+          f"{result.params / 1e6:.3f} M params")
+    print(f"written {run_dir}/metrics.csv, config.yaml, checkpoint.pt")
     return 0
 
 
@@ -93,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"hvsearch {args.cmd}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and closed: not an error
+        sys.stdout = open(os.devnull, "w")
+        return 0
 
 
 if __name__ == "__main__":

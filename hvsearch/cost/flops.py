@@ -17,6 +17,7 @@ Convention (the one CMT, Hire-MLP, TransXNet and ConvMLP report, and fvcore impl
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass, field
 from math import prod
@@ -141,8 +142,17 @@ def count(model: nn.Module, resolution: int | tuple[int, int], in_chans: int = 3
 
 
 def count_spec(spec, resolution: int | tuple[int, int] | None = None, strict: bool = True) -> Cost:
-    """Build ``spec`` (without a classifier-count override) and count it at its build resolution."""
+    """Build ``spec`` and count it at ``resolution`` (default: its build resolution).
+
+    A spec is a frozen description, so its cost is memoised per (spec, resolution): the catalog,
+    scaling tables and space checks count each architecture once per process. The returned
+    :class:`Cost` is shared: do not mutate it."""
+    res = spec.resolution if resolution is None else resolution
+    return _count_spec(spec, res if isinstance(res, int) else tuple(res), strict)
+
+
+@functools.lru_cache(maxsize=512)
+def _count_spec(spec, resolution, strict: bool) -> Cost:
     from hvsearch.models import build_model
 
-    model = build_model(spec)
-    return count(model, spec.resolution if resolution is None else resolution, spec.in_chans, strict=strict)
+    return count(build_model(spec), resolution, spec.in_chans, strict=strict)

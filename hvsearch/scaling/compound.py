@@ -148,3 +148,29 @@ def phi_tag(phi: float) -> str:
     """A name-safe tag: 1 → '1', -1 → 'm1', 0.5 → '0p5'."""
     text = f"{abs(phi):g}".replace(".", "p")
     return ("m" if phi < 0 else "") + text
+
+
+def grid_constants(step: float = 0.05, tol: float = 0.05, target: float = TARGET_BASE,
+                   max_value: float | None = None) -> list[ScalingRule]:
+    """Every (α, β, γ) on a grid of ``step`` from 1 with ``|α·β^1.5·γ² − target| <= tol·target``,
+    closest to the target first (then by α, β, γ). Each constant is at most ``target`` (or
+    ``max_value``), since the others are at least 1."""
+    if not (0 < step <= 1):
+        raise ScalingError(f"grid step must be in (0, 1], got {step!r}")
+    if not (0 < tol < 1):
+        raise ScalingError(f"grid tolerance must be in (0, 1), got {tol!r}")
+    top = max_value or target
+    n = int(math.floor((top - 1.0) / step + 1e-9)) + 1
+    values = [round(1.0 + i * step, 6) for i in range(n)]
+    found = []
+    for a in values:
+        for b in values:
+            for g in values:
+                base = a * b ** 1.5 * g ** 2
+                if abs(base - target) <= tol * target:
+                    found.append((abs(base - target), a, b, g))
+    if not found:
+        raise ScalingError(f"no (alpha, beta, gamma) on a {step:g} grid gives alpha*beta^1.5*gamma^2 within "
+                           f"{100 * tol:g}% of {target:g}; use a finer --grid-step or a larger --grid-tol")
+    found.sort()
+    return [ScalingRule(alpha=a, beta=b, gamma=g) for _, a, b, g in found]

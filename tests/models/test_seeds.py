@@ -4,8 +4,8 @@ import pytest
 import timm
 import torch
 
-from hvsearch.cost import FREE_OPS, count
-from hvsearch.models import TIMM_PREFIX, HybridBackbone, get_seed, seed_names
+from hvsearch.cost import FREE_OPS, count_spec
+from hvsearch.models import TIMM_PREFIX, get_seed, seed_names
 
 SEEDS = seed_names()
 
@@ -13,8 +13,7 @@ SEEDS = seed_names()
 @pytest.mark.parametrize("name", SEEDS)
 def test_cost_matches_reference(name):
     seed = get_seed(name)
-    model = HybridBackbone(seed.spec)
-    cost = count(model, seed.spec.resolution)  # strict: raises on any uncounted costly op
+    cost = count_spec(seed.spec)  # strict: raises on any uncounted costly op
     assert set(cost.free_ops) <= FREE_OPS
     p_tol, f_tol = seed.tolerances
     assert cost.params_m == pytest.approx(seed.ref_params_m, rel=p_tol), cost.params

@@ -1,0 +1,97 @@
+"""Framework overhead of a search: wall time against the trials' own training time.
+
+Runs ``hvsearch run`` in a fresh process (a throwaway study under a temporary folder; the time
+budget of the space is kept, so choose a space that finishes) and compares
+
+* ``wall``   — the whole command: imports, opening the study, starting Ray, sampling, validating and
+  counting costs in the driver, starting trial workers, training, recording, writing results;
+* ``train``  — the sum over trained trials of their ``wall_time`` (what ``train_proxy`` measured
+  from its start: data, model build, epochs, evaluations, checkpoints);
+* ``ideal``  — ``train / concurrency``, the wall time a zero-overhead scheduler would need;
+
+and reports ``overhead = wall - ideal`` (absolute and as a share of ``wall``) and the time to the
+first trial's start (imports, Ray start-up and the first draw). The 1-minute load average is recorded
+before and after: other processes on a small machine distort everything here.
+
+    python benchmarks/search_overhead.py                          # spaces/tiny.yaml, 8 trials
+    python benchmarks/search_overhead.py --space spaces/hybrid.yaml --trials 6 --repeats 2
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from hvsearch.search import study as st
+from hvsearch.space import load_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def one_run(space_path: str, args, workdir: Path, index: int) -> dict:
+    """One ``hvsearch run`` in a fresh process, as a user runs it (cold imports, a new Ray)."""
+    name = f"bench{index}"
+    cmd = [sys.executable, "-m", "hvsearch.cli", "run", space_path, "--study", name, "--trials", str(args.trials),
+           "--max-concurrent", str(args.max_concurrent), "--studies-dir", str(workdir / "studies"),
+           "--results-dir", str(workdir / "results")]
+    load_before = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        sys.exit(f"hvsearch run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    starts = [float(m.group(1)) for m in re.finditer(r"^\[\s*(\d+)s\] trial \d+ start", proc.stdout, re.M)]
+    study = st.load_study(name, st.storage_url(name, None, workdir / "studies", create=False))
+    trials = [t for t in study.get_trials() if t.user_attrs.get(st.ATTR_STATUS) in st.TRAINED_STATUSES]
+    train = sum(float(t.user_attrs.get(st.ATTR_TRAIN_TIME, 0.0)) for t in trials)
+    ideal = train / args.max_concurrent
+    return {
+        "run": index, "trials": len(trials), "epochs_trained": sum(int(t.user_attrs.get(st.ATTR_EPOCHS, 0)) for t in trials),
+        "pruned": sum(t.user_attrs.get(st.ATTR_STATUS) == "pruned" for t in trials),
+        "wall_s": wall, "train_sum_s": train, "concurrency": args.max_concurrent, "ideal_s": ideal,
+        "overhead_s": wall - ideal, "overhead_%": 100 * (wall - ideal) / wall,
+        "first_trial_s": starts[0] if starts else None,
+        "load_before": load_before, "load_after": os.getloadavg()[0],
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--space", default=str(ROOT / "spaces" / "tiny.yaml"))
+    p.add_argument("--trials", type=int, default=8)
+    p.add_argument("--max-concurrent", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "search_overhead.csv"))
+    args = p.parse_args()
+
+    load_space(args.space)  # a broken space fails here, not in the first run
+    if os.getloadavg()[0] > (os.cpu_count() or 1) * 0.5:
+        print(f"warning: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores before the "
+              "benchmark; timings will be inflated", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hvs-bench-") as tmp:
+        for i in range(args.repeats):
+            rows.append(one_run(args.space, args, Path(tmp), i))
+            print(f"run {i}: {rows[-1]['wall_s']:.1f} s wall, {rows[-1]['train_sum_s']:.1f} s of training",
+                  flush=True)
+    df = pd.DataFrame(rows)
+    print(df.to_string(index=False, float_format="{:.1f}".format))
+    if len(rows) > 1:
+        print(f"median overhead {statistics.median(df['overhead_s']):.1f} s "
+              f"({statistics.median(df['overhead_%']):.0f}% of wall)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.assign(space=Path(args.space).name).to_csv(out, index=False)
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,359 @@
+"""The search driver: an Optuna sampler driving Ray Tune, in Ray's own example style.
+
+    searcher = StudySearcher(...)                      # OptunaSearch + persistent storage
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": c, "gpu": g}),
+        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=searcher,
+                                    scheduler=ASHA(...), num_samples=..., max_concurrent_trials=...),
+        run_config=tune.RunConfig(name=..., storage_path=...),
+    )
+    tuner.fit()
+
+Resume needs no ``Tuner.restore``: the Optuna study is the truth (it is written as each event
+happens, while Tune's experiment state is a periodic snapshot), so every run of a study opens it,
+marks the trials a dead driver left running as interrupted, re-queues them, and trains only what
+the trial budget still allows. A re-queued trial continues from its own checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from ray.tune import Callback
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+from hvsearch.errors import StudyError
+from hvsearch.search import study as st
+from hvsearch.space import Space, human
+
+MODE = "max"  # the scheduler ranks trials by st.METRIC, higher is better
+
+
+@dataclass
+class RunSummary:
+    study: str
+    storage: str
+    wall_time_s: float
+    counts: dict[str, int]
+    best: tuple[float, int] | None
+    results_dir: Path | None
+    stopped_because: str | None = None
+    trials_started: int = 0
+    train_time_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def ray_temp_dir() -> str:
+    """A short folder for Ray's session files: its Unix sockets live there, and socket paths
+    are limited to ~107 bytes."""
+    return os.environ.get("HVSEARCH_RAY_TMP") or os.path.join(tempfile.gettempdir(), f"hvs-{os.getuid()}")
+
+
+def ray_env() -> None:
+    """Ray's settings that must be in the environment before Ray starts."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # else a token is written under ~
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # A trial's error is recorded in the study with its reason; no traceback on the console
+    # (it stays in the trial's error.txt under studies/<study>/tune/).
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    # The progress lines below replace Tune's console output (verbose=0 silences the legacy one).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+class _DropTuneAdvice(logging.Filter):
+    """Tune logs "Trials did not complete: [...]" for failed trials (the study records each
+    failure with its reason, and the progress lines say so) and, after Ctrl-C, how to resume
+    with ``Tuner.restore`` (hvsearch resumes from the study: ``hvsearch run SPACE``)."""
+
+    DROP = ("Trials did not complete", "Experiment has been interrupted", "Resume experiment with")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.DROP)
+
+
+def init_ray(address: str | None, num_cpus: int | None) -> bool:
+    """Start a local Ray (or join ``address``); False if Ray was already initialised by the
+    caller, who then also owns its shutdown."""
+    ray_env()
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kw: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+    env = {k: os.environ[k] for k in ("HVSEARCH_CACHE",) if k in os.environ}
+    if env:
+        kw["runtime_env"] = {"env_vars": env}
+    if address:
+        try:
+            ray.init(address=address, **kw)
+        except Exception as e:  # connection refused, version mismatch, ...
+            raise StudyError(f"cannot join the Ray cluster at {address}: {type(e).__name__}: {e}") from None
+    else:
+        # "local": always a new instance of our own, never one found through RAY_ADDRESS or
+        # /tmp/ray/ray_current_cluster (someone else's cluster on a shared machine).
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=ray_temp_dir(),
+                 object_store_memory=256 * 1024 * 1024, **kw)
+    return True
+
+
+def _import_models() -> None:
+    import torch
+
+    import hvsearch.cost  # noqa: F401
+    import hvsearch.models  # noqa: F401
+
+    torch.set_num_threads(1)  # the driver only counts costs; the cores belong to the trials
+
+
+def _cost_fn(space: Space):
+    def cost(spec) -> tuple[int, int, int]:
+        from hvsearch.cost import count_spec
+
+        res = space.constraints.resolution or spec.resolution
+        c = count_spec(spec, resolution=res)
+        return c.params, c.flops, res
+
+    return cost
+
+
+def run_search(space: Space, *, study: str | None = None, storage: str | None = None,
+               address: str | None = None, resume: bool = False, num_cpus: int | None = None,
+               studies_dir: str | Path = "studies", results_dir: str | Path | None = "results",
+               out: IO[str] | None = None) -> RunSummary:
+    """Run (or continue) the search a space describes; see the module docstring."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("ray.tune.tune").addFilter(_DropTuneAdvice())
+    out = out or sys.stdout
+    t0 = time.monotonic()
+    name = study or space.name
+    url = st.storage_url(name, storage, studies_dir, create=not resume)
+    opened = st.open_for_run(space, name, url, resume)
+    budget = space.search.trials
+    remaining = budget - opened.done
+    say = _Say(out, t0)
+    say(f"study {name!r} in {url}: {opened.done} of {budget} trials trained"
+        + (f"; {len(opened.requeued)} interrupted trial(s) re-queued: {opened.requeued}" if opened.requeued else ""))
+    study_dir = Path(studies_dir).resolve() / name
+    summary = RunSummary(name, url, 0.0, {}, None, None)
+    with st.Heartbeat(opened.study):
+        # Made before Ray starts, so that bad search.sampler_options fail at once; a continued
+        # study reseeds past its trials (the same seed would replay proposals already trained).
+        sampler = st.make_sampler(space, seed_offset=len(opened.study.trials))
+        if remaining > 0:
+            summary = _fit(space, opened, sampler, name, remaining, address, num_cpus, study_dir, say)
+        else:
+            say(f"the trial budget ({budget}) is spent; raise it with --trials to search further")
+        leftover = st.requeue_interrupted(opened.study, opened.storage,
+                                          reason="the search was stopped while the trial was running")
+        if leftover:
+            say(f"stopped with {len(leftover)} trial(s) running: {leftover}, marked interrupted and "
+                f"re-queued; continue with `hvsearch run {space.source} --study {name}`")
+    summary.wall_time_s = time.monotonic() - t0
+    summary.study, summary.storage = name, url
+    from hvsearch.search.results import best_trial, write_results
+
+    best = best_trial(opened.study)
+    summary.best = (best.values[0], best.number) if best is not None else None
+    if results_dir is not None:
+        summary.results_dir = write_results(opened.study, Path(results_dir) / name)
+        say(f"results in {summary.results_dir}/")
+    return summary
+
+
+def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, address: str | None,
+         num_cpus: int | None, study_dir: Path, say) -> RunSummary:
+    # Import the model code (torch, timm: seconds) while Ray starts (mostly waiting on its
+    # processes); the first draw needs it to count costs.
+    warm = threading.Thread(target=_import_models, name="hvsearch-import", daemon=True)
+    warm.start()
+    try:
+        started = init_ray(address, num_cpus)
+    finally:
+        warm.join()
+    import ray
+    from ray import tune
+
+    from hvsearch.search.searcher import StudySearcher
+    from hvsearch.search.trainable import train_trial
+
+    try:
+        res = space.resources
+        total = ray.cluster_resources()
+        _check_cluster(total, res, say)
+        # Ask the sampler only for trials that can start: TPE learns from every result before
+        # the next draw, instead of drawing a queue of pending trials blind.
+        concurrent = res.max_concurrent or _fits(total, res)
+        epochs = int(space.train.epochs)
+        # counted from the command's start, as a user reads "10m"
+        deadline = (say.t0 + space.search.time_budget) if space.search.time_budget else None
+        ckpt_root = study_dir / "checkpoints"
+        searcher = StudySearcher(space, opened, sampler, _cost_fn(space), epochs, checkpoint_root=ckpt_root,
+                                 deadline=deadline)
+        scheduler = TellingASHA(searcher.asha_stopped, time_attr="epoch", max_t=epochs,
+                                grace_period=space.search.grace_period,
+                                reduction_factor=space.search.reduction_factor)
+        trainable = tune.with_parameters(train_trial, train=space.train.to_dict(), data=space.data.to_dict(),
+                                         checkpoint_root=str(ckpt_root))
+        resources = {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
+        progress = Progress(searcher, epochs=epochs, say=say)
+        say(f"searching: {remaining} trial(s) to train, {space.search.sampler} sampler"
+            f"{'' if space.search.seed is None else f' (seed {space.search.seed})'}, ASHA over {epochs} "
+            f"epoch(s), {res.cpus_per_trial} CPU / {res.gpus_per_trial} GPU per trial, "
+            f"{concurrent} at a time"
+            + (f", time budget {space.search.time_budget:.0f} s" if space.search.time_budget else ""))
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, resources),
+            tune_config=tune.TuneConfig(
+                metric=st.METRIC, mode=MODE, search_alg=searcher, scheduler=scheduler,
+                num_samples=remaining, max_concurrent_trials=concurrent, reuse_actors=True,
+                trial_name_creator=_trial_name(searcher), trial_dirname_creator=_trial_name(searcher)),
+            run_config=tune.RunConfig(
+                name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(study_dir / "tune"),
+                verbose=0, callbacks=[progress], failure_config=tune.FailureConfig(max_failures=0)),
+        )
+        tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()
+    c = dict(searcher.counts)
+    best = searcher.best
+    say(f"done: {_counts_line(searcher.counts)}"
+        + (f"; best val top-1 {best[0]:.2f}% (trial {best[1]})" if best else "")
+        + (f"; stopped: {searcher.exhausted}" if searcher.exhausted else ""))
+    first = progress.first_start - say.t0 if progress.first_start is not None else None
+    return RunSummary(name, opened.url, 0.0, c, best, None, stopped_because=searcher.exhausted,
+                      trials_started=progress.started, train_time_s=progress.train_time,
+                      extra={"first_trial_s": first})
+
+
+class TellingASHA(ASHAScheduler):
+    """ASHA that records which trials it stopped, so that the searcher tells the study PRUNED
+    for them (and not COMPLETE, or interrupted)."""
+
+    def __init__(self, stopped: set[str], **kwargs):
+        super().__init__(**kwargs)
+        self.stopped = stopped
+
+    def on_trial_result(self, tune_controller, trial, result):
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if decision == TrialScheduler.STOP:
+            self.stopped.add(trial.trial_id)
+        return decision
+
+
+def _fits(total: dict[str, float], res) -> int:
+    """How many trials the cluster's CPUs (and GPUs) hold at once."""
+    n = int(total.get("CPU", 0) // res.cpus_per_trial)
+    if res.gpus_per_trial > 0:
+        n = min(n, int(total.get("GPU", 0) // res.gpus_per_trial))
+    return max(1, n)
+
+
+def smoke_space(space: Space) -> Space:
+    """A smoke-size version of a space: 2 trials of 1 epoch of at most 3 batches, one at a time."""
+    import dataclasses
+
+    train = space.train.replace(epochs=1, max_steps_per_epoch=3)
+    search = dataclasses.replace(space.search, trials=2, grace_period=1, time_budget=None)
+    return dataclasses.replace(space, train=train, search=search,
+                               resources=dataclasses.replace(space.resources, max_concurrent=1))
+
+
+def _trial_name(searcher):
+    def name(trial) -> str:
+        return f"trial_{searcher.number(trial.trial_id)}_{trial.trial_id}"
+
+    return name
+
+
+def _check_cluster(total: dict[str, float], res, say) -> None:
+    if res.gpus_per_trial > 0 and total.get("GPU", 0) < res.gpus_per_trial:
+        raise StudyError(f"resources.gpus_per_trial is {res.gpus_per_trial} but the Ray cluster has "
+                         f"{total.get('GPU', 0):g} GPU(s); set it to 0 or join a cluster with GPUs (--address)")
+    if total.get("CPU", 0) < res.cpus_per_trial:
+        raise StudyError(f"resources.cpus_per_trial is {res.cpus_per_trial} but the Ray cluster has "
+                         f"{total.get('CPU', 0):g} CPU(s)")
+    nodes = total.get("node_count")
+    say(f"ray cluster: {total.get('CPU', 0):g} CPU(s), {total.get('GPU', 0):g} GPU(s)"
+        + (f", {nodes} node(s)" if nodes else ""))
+
+
+# ---- progress -----------------------------------------------------------------------------------
+
+class _Say:
+    def __init__(self, out: IO[str], t0: float):
+        self.out, self.t0 = out, t0
+
+    def __call__(self, msg: str) -> None:
+        print(f"[{time.monotonic() - self.t0:6.0f}s] {msg}", file=self.out, flush=True)
+
+
+def _counts_line(counts, running: int | None = None) -> str:
+    c = {**counts, "running": running or 0}
+    always = ("trained", "pruned") + (("running",) if running is not None else ())
+    keys = ("trained", "pruned", "failed", "running", "invalid", "duplicate", "interrupted")
+    return ", ".join(f"{c.get(k, 0)} {k}" for k in keys if c.get(k, 0) or k in always)
+
+
+class Progress(Callback):
+    """One line per trial event: start, each epoch, the end and why; the study's counts and the
+    best accuracy so far."""
+
+    def __init__(self, searcher, epochs: int, say):
+        self.searcher, self.epochs, self.say = searcher, epochs, say
+        self.started = 0
+        self.train_time = 0.0
+        self.first_start: float | None = None
+        self.live: set[str] = set()
+
+    def _label(self, trial) -> str:
+        n = self.searcher.number(trial.trial_id)
+        return f"trial {n}" if n is not None else trial.trial_id
+
+    def _tail(self) -> str:
+        best = self.searcher.best
+        return f"  | {_counts_line(self.searcher.counts, len(self.live))}" + (f" | best {best[0]:.2f}% (trial {best[1]})" if best else "")
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.searcher.tune_trials[trial.trial_id] = trial
+        self.live.add(trial.trial_id)
+        self.started += 1
+        if self.first_start is None:
+            self.first_start = time.monotonic()
+        cfg = trial.config
+        mixers = "/".join(s["mixer"]["type"] for s in cfg["arch"]["stages"])
+        self.say(f"{self._label(trial)} start: {mixers}, {human(cfg['n_params'])} params, "
+                 f"{human(cfg['flops'])} FLOPs")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.say(f"{self._label(trial)} epoch {result.get('epoch')}/{self.epochs}: val top-1 "
+                 f"{result.get('val_top1', float('nan')):.2f}%, loss {result.get('train_loss', float('nan')):.3f}"
+                 + self._tail())
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._end(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._end(trial)
+
+    def _end(self, trial) -> None:
+        self.live.discard(trial.trial_id)
+        n = self.searcher.number(trial.trial_id)
+        if n is None:
+            return
+        t = self.searcher._ot_study.get_trials(deepcopy=False)[n]
+        self.train_time += float(t.user_attrs.get(st.ATTR_TRAIN_TIME, 0.0))
+        status = t.user_attrs.get(st.ATTR_STATUS, "?")
+        why = t.user_attrs.get(st.ATTR_REASON)
+        ep = t.user_attrs.get(st.ATTR_EPOCHS)
+        self.say(f"{self._label(trial)} {status}" + (f" after epoch {ep}" if ep else "")
+                 + (f": {why}" if why else "") + self._tail())

@@ -1,0 +1,290 @@
+"""Ray Tune's OptunaSearch, with the study kept true.
+
+The stock integration (``ray.tune.search.optuna.OptunaSearch``) has two gaps (measured, see the
+README): a trial ASHA stops early is stored COMPLETE, and the last result never becomes an
+intermediate value (Tune hands it to ``on_trial_complete`` only). :class:`StudySearcher` closes
+both there: it records the final result at its epoch, then tells the study PRUNED when ASHA
+stopped the trial before its last epoch. It also
+
+* samples the space define-by-run (``space=`` is a function of the Optuna trial: a knob is only
+  drawn when the part owning it is drawn), then validates, counts the cost and checks the
+  constraints in :meth:`suggest`; a draw that breaks a rule or a constraint, or repeats an
+  architecture already trained, is recorded FAIL with the reason and never reaches a worker;
+* stores the learning curve with the storage's own setter, so multi-objective studies (where
+  ``Trial.report`` is not allowed) get curves too, with step = epoch (Tune's
+  ``training_iteration`` restarts at 1 when a re-queued trial resumes from its checkpoint, whose
+  earlier epochs arrive with its first result);
+* records the failure reason of a trial that raised, and marks trials stopped for any other
+  reason (Ctrl-C, a dying cluster) interrupted and re-queues them.
+
+The Optuna storage is the truth; ``save``/``restore`` (Tune's experiment checkpoint of the
+searcher) are not used: ``hvsearch run`` resumes from the study, never with ``Tuner.restore``.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from hvsearch.errors import SpecError
+from hvsearch.search import study as st
+from hvsearch.space import Space
+
+MAX_REJECTS_IN_A_ROW = 200
+HISTORY_KEYS = ("epoch", "train_loss", "val_top1", "val_top5", "images_per_s", "wall_time")
+
+
+class StudySearcher(OptunaSearch):
+    def __init__(self, space: Space, opened: st.Opened, sampler, cost_fn: Callable, epochs: int,
+                 checkpoint_root: Path | None = None, deadline: float | None = None):
+        self.space = space
+        self.epochs = epochs
+        self.cost_fn = cost_fn  # spec -> (params, flops), raises on a model that cannot run
+        self.checkpoint_root = checkpoint_root
+        self.deadline = deadline  # time.monotonic() after which no new trial starts
+        self.opened = opened
+        self.counts: Counter[str] = Counter(t.user_attrs.get(st.ATTR_STATUS)
+                                            for t in opened.study.get_trials(deepcopy=False)
+                                            if t.user_attrs.get(st.ATTR_STATUS) not in (None, "running"))
+        self.best: tuple[float, int] | None = _best_so_far(opened.study)
+        self.asha_stopped: set[str] = set()  # filled by the scheduler (see runner.TellingASHA)
+        self.tune_trials: dict[str, Any] = {}  # Tune trial objects (see runner.Progress)
+        self.exhausted: str | None = None
+        self._numbers: dict[str, int] = {}
+        self._tids: dict[str, int] = {}
+        self._reported: dict[str, set[int]] = {}
+        self._history: dict[str, list[dict]] = {}
+        self._seen = self._trained_archs(opened.study)
+        objectives = space.search.objectives
+        metric = [st.RESULT_KEYS[o] for o in objectives]
+        mode = ["max" if m == "maximize" else "min" for m in st.directions(space)]
+        super().__init__(space=self._define, metric=metric if len(metric) > 1 else metric[0],
+                         mode=mode if len(mode) > 1 else mode[0], sampler=sampler,
+                         study_name=opened.study.study_name, storage=opened.storage)
+
+    # ---- sampling -----------------------------------------------------------------------------
+    def _define(self, trial) -> dict[str, Any]:
+        """Define-by-run: draw one architecture (its knobs become the trial's params)."""
+        return {"arch": self.space.arch.suggest(trial)}
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.exhausted = self.exhausted or "time budget reached"
+            return Searcher.FINISHED
+        for _ in range(MAX_REJECTS_IN_A_ROW):
+            config = super().suggest(trial_id)
+            ot_trial = self._ot_trials[trial_id]
+            admitted = self._admit(ot_trial, config["arch"])
+            if admitted is not None:
+                self._numbers[trial_id] = ot_trial.number
+                self._tids[trial_id] = st.trial_id(self._ot_study, self.opened.storage, ot_trial.number)
+                self._reported[trial_id] = set()
+                return admitted
+            del self._ot_trials[trial_id]  # rejected: the next pass asks a new Optuna trial
+        self.exhausted = (f"the last {MAX_REJECTS_IN_A_ROW} draws were all invalid or already trained; "
+                          "the space (or its constraints) leaves nothing new to train")
+        return Searcher.FINISHED
+
+    def _admit(self, ot_trial, arch: dict) -> dict | None:
+        """Validate, de-duplicate and cost one draw; None (after recording why) if rejected."""
+        from hvsearch.arch import ModelSpec
+
+        try:
+            spec = ModelSpec.from_dict(arch, validate=True)
+        except SpecError as e:
+            return self._reject(ot_trial, "invalid", str(e))
+        arch_id = spec.arch_id
+        ot_trial.set_user_attr(st.ATTR_ARCH, st.arch_json(spec))
+        ot_trial.set_user_attr(st.ATTR_ARCH_ID, arch_id)
+        if arch_id in self._seen:
+            return self._reject(ot_trial, "duplicate", f"architecture {arch_id} is (being) trained "
+                                f"as trial {self._seen[arch_id]}")
+        try:
+            params, flops, res = self.cost_fn(spec)
+        except Exception as e:  # the model cannot be built or run: record it, keep searching
+            return self._reject(ot_trial, "invalid", f"building or running the model failed: "
+                                f"{type(e).__name__}: {e}")
+        ot_trial.set_user_attr(st.ATTR_PARAMS, params)
+        ot_trial.set_user_attr(st.ATTR_FLOPS, flops)
+        ot_trial.set_user_attr(st.ATTR_COST_RES, res)
+        broken = self.space.constraints.violations(params, flops)
+        if broken:
+            return self._reject(ot_trial, "invalid", f"{'; '.join(broken)} (at {res}x{res})")
+        ot_trial.set_user_attr(st.ATTR_STATUS, "running")
+        self._seen[arch_id] = ot_trial.number
+        return {"optuna_trial": ot_trial.number, "arch_id": arch_id, "arch": spec.to_dict(),
+                "n_params": params, "flops": flops}
+
+    def _reject(self, ot_trial, status: str, reason: str) -> None:
+        from optuna.trial import TrialState
+
+        ot_trial.set_user_attr(st.ATTR_STATUS, status)
+        ot_trial.set_user_attr(st.ATTR_REASON, reason)
+        self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        self.counts[status] += 1
+        return None
+
+    @staticmethod
+    def _trained_archs(study) -> dict[str, int]:
+        """arch id -> trial number of every architecture this study trained (or is training)."""
+        out = {}
+        for t in study.get_trials(deepcopy=False):
+            if t.user_attrs.get(st.ATTR_STATUS) in (*st.TRAINED_STATUSES, "running"):
+                aid = t.user_attrs.get(st.ATTR_ARCH_ID)
+                if aid:
+                    out.setdefault(aid, t.number)
+        return out
+
+    # ---- results ------------------------------------------------------------------------------
+    def _set_intermediate(self, trial_id: str, step: int, value: float) -> None:
+        done = self._reported.setdefault(trial_id, set())
+        if step in done:
+            return
+        self.opened.storage.set_trial_intermediate_value(self._tids[trial_id], step, float(value))
+        done.add(step)
+
+    def _record(self, trial_id: str, result: dict) -> None:
+        """One epoch's result (and, for a trial resumed from its checkpoint, the epochs the
+        checkpoint holds) into the curve and the history."""
+        rows = [*(result.get("prior_history") or []), result]
+        hist = self._history.setdefault(trial_id, [])
+        known = {h["epoch"] for h in hist}
+        added = False
+        for res in rows:
+            epoch = int(res.get("epoch", 0))
+            if epoch < 1 or epoch in known:
+                continue
+            if st.METRIC in res:
+                self._set_intermediate(trial_id, epoch, res[st.METRIC])
+            hist.append({k: res[k] for k in HISTORY_KEYS if k in res})
+            known.add(epoch)
+            added = True
+        if added:
+            hist.sort(key=lambda h: h["epoch"])
+            ot_trial = self._ot_trials[trial_id]
+            ot_trial.set_user_attr(st.ATTR_HISTORY, hist)
+            ot_trial.set_user_attr(st.ATTR_EPOCHS, hist[-1]["epoch"])
+            if "node_id" in result:
+                ot_trial.set_user_attr(st.ATTR_NODE, result["node_id"])
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._ot_trials and trial_id not in self._completed_trials:
+            self._record(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        from optuna.trial import TrialState
+
+        if trial_id not in self._ot_trials or trial_id in self._completed_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        if result:
+            self._record(trial_id, result)  # gap 2: the last result only arrives here
+            if "wall_time" in result:
+                ot_trial.set_user_attr(st.ATTR_TRAIN_TIME, float(result["wall_time"]))
+        trial = self.tune_trials.get(trial_id)
+        if trial is not None:
+            ot_trial.set_user_attr(st.ATTR_RAY_TRIAL, trial_id)
+        epoch = int(result.get("epoch", 0)) if result else 0
+        if error:
+            self._finish(trial_id, "failed", TrialState.FAIL, reason=_error_reason(trial))
+        elif not result:
+            self._interrupt(trial_id, "stopped before it reported an epoch")
+        elif epoch >= self.epochs:
+            values = [result.get(st.RESULT_KEYS[o]) for o in self.space.search.objectives]
+            bad = [v for v in values if v is None or not math.isfinite(float(v))]
+            if bad:
+                self._finish(trial_id, "failed", TrialState.FAIL,
+                             reason=f"the final result is not a finite number: {values}")
+            else:
+                self._finish(trial_id, "trained", TrialState.COMPLETE, values=values)
+        elif trial_id in self.asha_stopped:
+            self._finish(trial_id, "pruned", TrialState.PRUNED)  # gap 1: stock says COMPLETE
+        else:
+            self._interrupt(trial_id, f"stopped after epoch {epoch} of {self.epochs} by the search "
+                            "ending, not by the scheduler")
+
+    def _finish(self, trial_id: str, status: str, state, values=None, reason: str | None = None) -> None:
+        ot_trial = self._ot_trials[trial_id]
+        ot_trial.set_user_attr(st.ATTR_STATUS, status)
+        if reason:
+            ot_trial.set_user_attr(st.ATTR_REASON, reason)
+        self._ot_study.tell(ot_trial, values if values is None or len(values) > 1 else values[0],
+                            state=state)
+        self._completed_trials.add(trial_id)
+        self.counts[status] += 1
+        if status == "trained":
+            top1 = float(values[0])
+            if self.best is None or top1 > self.best[0]:
+                self.best = (top1, ot_trial.number)
+        self._drop_checkpoint(ot_trial)
+
+    def _interrupt(self, trial_id: str, reason: str) -> None:
+        ot_trial = self._ot_trials[trial_id]
+        st.mark_interrupted(self._ot_study, self.opened.storage, ot_trial.number, reason)
+        self._seen.pop(ot_trial.user_attrs.get(st.ATTR_ARCH_ID), None)
+        self._completed_trials.add(trial_id)
+        self.counts["interrupted"] += 1
+
+    def _drop_checkpoint(self, ot_trial) -> None:
+        if self.checkpoint_root is None:
+            return
+        aid = ot_trial.user_attrs.get(st.ATTR_ARCH_ID)
+        if aid:
+            shutil.rmtree(self.checkpoint_root / aid, ignore_errors=True)
+
+    def number(self, trial_id: str) -> int | None:
+        return self._numbers.get(trial_id)
+
+    def save(self, checkpoint_path: str) -> None:
+        """Not used: the Optuna storage holds the search's state (see the module docstring)."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Not used: see :meth:`save`."""
+
+
+def _best_so_far(study) -> tuple[float, int] | None:
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+    if not done:
+        return None
+    top = max(done, key=lambda t: t.values[0])
+    return (top.values[0], top.number)
+
+
+def _error_reason(trial) -> str:
+    """The exception a Tune trial died of, as ``Type: message`` (the cause, not Ray's wrapper).
+
+    Read from the trial's local error files: Tune writes them on the driver before telling the
+    searcher, and syncs them to the run's storage only later."""
+    if trial is None:
+        return "the trial raised (no error details reached the driver)"
+    err = None
+    try:
+        import cloudpickle
+
+        with open(trial.pickled_error_file, "rb") as f:
+            err = cloudpickle.load(f)
+    except Exception:
+        pass
+    if err is not None:
+        from ray.exceptions import RayActorError
+
+        if isinstance(err, RayActorError):
+            return ("the trial's worker process died (killed, or out of memory?): "
+                    + (str(err).strip().splitlines() or [""])[0][:300])
+        cause = getattr(err, "cause", None) or err
+        lines = str(cause).strip().splitlines()
+        return f"{type(cause).__name__}: {lines[-1] if lines else ''}"[:1000]
+    try:
+        with open(trial.error_file) as f:
+            lines = [ln for ln in f.read().strip().splitlines() if ln.strip()]
+        return lines[-1][:1000] if lines else "the trial raised"
+    except Exception:
+        return "the trial raised"

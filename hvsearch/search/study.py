@@ -1,0 +1,290 @@
+"""The Optuna study: where a search's truth lives.
+
+Storage: ``studies/<study>.db`` (SQLite) by default; any Optuna RDB URL works (PostgreSQL or MySQL
+for a cluster, where several machines must reach it). Only the search driver writes to it; trial
+workers never open it.
+
+What every trial carries (user attrs, see the ``ATTR_*`` names):
+
+* ``status`` — ``running``, then ``trained`` (COMPLETE), ``pruned`` (PRUNED: stopped by ASHA),
+  ``failed`` (FAIL: raised, NaN, out of memory), ``invalid`` (FAIL: broke a rule or a constraint;
+  never trained), ``duplicate`` (FAIL: an architecture already trained in this study; never
+  trained again) or ``interrupted`` (FAIL: the search process stopped while it trained; re-queued).
+* ``fail_reason`` — why, for every FAIL.
+* ``arch`` (the architecture as compact JSON, ``ModelSpec.from_json``), ``arch_id``, ``n_params``,
+  ``flops`` (multiply-adds at ``cost_resolution``), ``history`` (per-epoch metrics),
+  ``train_time_s``, ``epochs``, ``node_id`` (the Ray node that trained it).
+* The learning curve (val top-1 per epoch) is the trial's intermediate values, step = epoch.
+
+The study's user attrs hold the space file (``space_yaml``), its ``fingerprint`` (a re-run must
+use the same architectures, training, data, objectives and constraints) and ``driver`` (host,
+pid and heartbeat of the process running it, so that two drivers never run one study).
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hvsearch.errors import SpaceError, StudyError
+from hvsearch.space import OBJECTIVES, Space
+
+ATTR_STATUS = "status"
+ATTR_REASON = "fail_reason"
+ATTR_ARCH = "arch"
+ATTR_ARCH_ID = "arch_id"
+ATTR_PARAMS = "n_params"
+ATTR_FLOPS = "flops"
+ATTR_COST_RES = "cost_resolution"
+ATTR_HISTORY = "history"
+ATTR_TRAIN_TIME = "train_time_s"
+ATTR_EPOCHS = "epochs"
+ATTR_NODE = "node_id"
+ATTR_RAY_TRIAL = "ray_trial_id"
+ATTR_REQUEUED_FROM = "requeued_from"
+
+TRAINED_STATUSES = ("trained", "pruned", "failed")  # the trial budget counts these
+HEARTBEAT_S = 20.0
+STALE_AFTER_S = 90.0
+
+METRIC = "val_top1"  # what a trial reports and the study maximises (first objective)
+RESULT_KEYS = {"accuracy": "val_top1", "flops": "flops", "params": "n_params"}
+
+
+def directions(space: Space) -> list[str]:
+    return ["maximize" if OBJECTIVES[o] == "max" else "minimize" for o in space.search.objectives]
+
+
+def storage_url(study: str, storage: str | None = None, studies_dir: str | Path = "studies",
+                create: bool = True) -> str:
+    """``storage`` as given (an RDB URL, or a path to a SQLite file), else
+    ``sqlite:///<studies_dir>/<study>.db``. With ``create=False`` a SQLite file must exist."""
+    if storage and "://" in storage:
+        return storage
+    path = Path(storage).resolve() if storage else Path(studies_dir).resolve() / f"{study}.db"
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.is_file():
+        raise StudyError(f"no study storage at {path}: run `hvsearch run SPACE --study {study}` first, "
+                         "or pass --storage URL")
+    return f"sqlite:///{path}"
+
+
+def open_storage(url: str):
+    """An Optuna RDB storage (OptunaSearch takes a storage object, not a URL)."""
+    import optuna
+
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        if not path.parent.is_dir():
+            raise StudyError(f"cannot open {url}: the folder {path.parent} does not exist")
+    try:
+        return optuna.storages.RDBStorage(url)
+    except ImportError:
+        driver = {"postgresql": "psycopg2-binary", "mysql": "PyMySQL (and a mysql+pymysql:// URL)"}
+        scheme = url.split(":", 1)[0].split("+", 1)[0]
+        raise StudyError(f"cannot open the study storage {url}: its database driver is not installed"
+                         + (f"; pip install {driver[scheme]}" if scheme in driver else "")) from None
+    except Exception as e:  # server unreachable, bad URL, bad credentials
+        raise StudyError(f"cannot open the study storage {url}: {type(e).__name__}: "
+                         f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
+
+
+def load_study(name: str, url: str):
+    """An existing study, or StudyError listing the studies the storage holds."""
+    import optuna
+
+    storage = open_storage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise StudyError(f"no study {name!r} in {url} (studies there: {', '.join(names) or 'none'})") from None
+
+
+def make_sampler(space: Space, seed_offset: int = 0):
+    """The Optuna sampler named by ``search.sampler`` with ``search.sampler_options``.
+
+    A resumed study reseeds with ``seed + trials already in the study``: the same seed would
+    replay the first run's proposals, all of them already trained."""
+    import optuna
+
+    cls = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+           "nsga2": optuna.samplers.NSGAIISampler}[space.search.sampler]
+    options = dict(space.search.sampler_options)
+    accepted = set(inspect.signature(cls).parameters)
+    for key in options:
+        if key not in accepted:
+            raise SpaceError(f"search.sampler_options.{key}", f"is not an argument of Optuna's "
+                             f"{cls.__name__} ({', '.join(sorted(accepted - {'seed'}))})", options[key])
+    if space.search.seed is not None:
+        options["seed"] = space.search.seed + seed_offset
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as e:
+        raise SpaceError("search.sampler_options", f"are rejected by {cls.__name__}: {e}", options) from None
+
+
+# ---- opening a study for a run ------------------------------------------------------------------
+
+@dataclass
+class Opened:
+    study: Any  # optuna.Study
+    storage: Any  # optuna.storages.RDBStorage
+    url: str
+    created: bool
+    requeued: list[int]  # numbers of the trials found running (marked interrupted, re-queued)
+    done: int  # trials that count against the budget
+
+
+def open_for_run(space: Space, name: str, url: str, resume: bool) -> Opened:
+    """Create the study, or continue it: check it was made from the same space, take the driver
+    lock, and mark trials left running by a dead driver as interrupted and re-queue them."""
+    import optuna
+
+    storage = open_storage(url)
+    existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    created = name not in existing
+    if created and resume:
+        raise StudyError(f"--resume: there is no study {name!r} in {url} to resume "
+                         f"(studies there: {', '.join(sorted(existing)) or 'none'})")
+    if created:
+        study = optuna.create_study(study_name=name, storage=storage, directions=directions(space))
+        study.set_user_attr("space_yaml", Path(space.source).read_text() if Path(space.source).is_file() else "")
+        study.set_user_attr("space_source", space.source)
+        study.set_user_attr("fingerprint", space.fingerprint())
+        study.set_user_attr("objectives", list(space.search.objectives))
+        _name_objectives(study, space)
+    else:
+        study = optuna.load_study(study_name=name, storage=storage)
+        _check_same_space(study, space, name)
+    _take_driver_lock(study, name)
+    requeued = requeue_interrupted(study, storage, reason="the search process stopped while the trial was running")
+    done = sum(1 for t in study.get_trials(deepcopy=False)
+               if t.user_attrs.get(ATTR_STATUS) in TRAINED_STATUSES)
+    return Opened(study, storage, url, created, requeued, done)
+
+
+def _name_objectives(study, space: Space) -> None:
+    """Let optuna-dashboard label the axes (val_top1, flops) instead of "Objective 0/1"."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([RESULT_KEYS[o] for o in space.search.objectives])
+
+
+def _check_same_space(study, space: Space, name: str) -> None:
+    old = study.user_attrs.get("fingerprint")
+    if old is not None and old != space.fingerprint():
+        raise StudyError(
+            f"study {name!r} was made from a different space (its architectures, training, data, "
+            f"objectives or constraints differ from {space.source}); continue it with the same "
+            f"file, or start a new study with --study NAME")
+    if [d.name.lower() for d in study.directions] != directions(space):
+        raise StudyError(f"study {name!r} optimises {study.user_attrs.get('objectives')}, not "
+                         f"{list(space.search.objectives)}")
+
+
+def requeue_interrupted(study, storage, reason: str) -> list[int]:
+    """Mark every RUNNING trial interrupted (FAIL + reason); re-queue (enqueue its parameters
+    again) those that were training. One caught while being drawn never trained: a new draw
+    replaces it."""
+    from optuna.trial import TrialState
+
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        training = t.user_attrs.get(ATTR_STATUS) == "running"
+        mark_interrupted(study, storage, t.number,
+                         reason if training else "the search process stopped while the trial was being drawn",
+                         requeue=training)
+        if training:
+            out.append(t.number)
+    return out
+
+
+def trial_id(study, storage, number: int) -> int:
+    """The storage's id of trial ``number`` (what the storage's setters take)."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+
+def mark_interrupted(study, storage, number: int, reason: str, requeue: bool = True) -> None:
+    """FAIL trial ``number`` as interrupted and (by default) enqueue its parameters for the next ask."""
+    from optuna.trial import TrialState
+
+    tid = trial_id(study, storage, number)
+    frozen = storage.get_trial(tid)
+    storage.set_trial_user_attr(tid, ATTR_STATUS, "interrupted")
+    storage.set_trial_user_attr(tid, ATTR_REASON, reason)
+    storage.set_trial_state_values(tid, TrialState.FAIL)
+    if requeue and frozen.params:
+        study.enqueue_trial(frozen.params, user_attrs={ATTR_REQUEUED_FROM: number}, skip_if_exists=False)
+
+
+# ---- one driver per study -----------------------------------------------------------------------
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _take_driver_lock(study, name: str) -> None:
+    held = study.user_attrs.get("driver")
+    me = {"host": socket.gethostname(), "pid": os.getpid()}
+    if held and (held.get("host"), held.get("pid")) != (me["host"], me["pid"]):
+        fresh = time.time() - float(held.get("beat", 0)) < STALE_AFTER_S
+        live = _alive(int(held["pid"])) if held.get("host") == me["host"] else fresh
+        if live and fresh:
+            raise StudyError(f"study {name!r} is being run by pid {held['pid']} on {held['host']} "
+                             f"(heartbeat {time.time() - held['beat']:.0f} s ago); wait for it or stop it")
+    study.set_user_attr("driver", {**me, "beat": time.time()})
+
+
+class Heartbeat:
+    """Refresh the study's driver lock every HEARTBEAT_S seconds until stopped."""
+
+    def __init__(self, study):
+        self.study = study
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hvsearch-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        self.study.set_user_attr("driver", {"host": socket.gethostname(), "pid": os.getpid(),
+                                            "beat": time.time()})
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._beat()
+            except Exception:  # a storage hiccup must not kill the search; the next beat retries
+                pass
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self.study.set_user_attr("driver", None)
+        except Exception:
+            pass
+
+
+def arch_json(spec) -> str:
+    return json.dumps(spec.to_dict(), separators=(",", ":"))

@@ -1,0 +1,405 @@
+"""A search-space file: what to search, how to train each candidate, how to search, on what.
+
+    name: hybrid              # default study name (default: the file's stem)
+    description: ...          # optional, free text
+    data:  {...}              # hvsearch.train.DataConfig fields (default: the synthetic set)
+    train: {...}              # hvsearch.train.TrainConfig fields: the proxy training of a trial
+    search:
+      sampler: tpe            # tpe | random | nsga2
+      sampler_options: {}     # keyword arguments of the Optuna sampler (e.g. n_startup_trials)
+      seed: 0                 # null = not seeded
+      objectives: [accuracy]  # or [accuracy, flops] / [accuracy, params] (multi-objective)
+      trials: 12              # trained architectures (invalid draws are recorded, not counted)
+      time_budget: 10m        # no new trial starts after this (s, or 90s / 10m / 2h); null = none
+      asha: {grace_period: 1, reduction_factor: 2}   # max_t is train.epochs
+    resources:
+      cpus_per_trial: 1
+      gpus_per_trial: 0       # fractions share a GPU (0.25 = four trials per GPU)
+      max_concurrent: 2       # trials at once (null = as many as the resources allow)
+    constraints:
+      max_params: 3M          # plain numbers or K / M / G suffixes
+      max_flops: 100M         # multiply-adds
+      resolution: 224         # where FLOPs are counted (default: arch.resolution)
+    arch: {...}               # the architecture space (hvsearch.space.arch)
+
+Every rule is checked when the file is loaded; a broken file raises
+:class:`~hvsearch.errors.SpaceError` naming the key path, the rule and the value.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from hvsearch.errors import HVSearchError, SpaceError
+from hvsearch.space.arch import ArchSpace, parse_arch
+
+SAMPLERS = ("tpe", "random", "nsga2")
+OBJECTIVES = {"accuracy": "max", "flops": "min", "params": "min"}
+SECTIONS = ("name", "description", "data", "train", "search", "resources", "constraints", "arch")
+TOTAL_STRIDE = 32
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    sampler: str = "tpe"
+    sampler_options: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = 0
+    objectives: tuple[str, ...] = ("accuracy",)
+    trials: int = 12
+    time_budget: float | None = None
+    grace_period: int = 1
+    reduction_factor: float = 2
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus_per_trial: float = 1
+    gpus_per_trial: float = 0
+    max_concurrent: int | None = None
+
+
+@dataclass(frozen=True)
+class Constraints:
+    max_params: int | None = None
+    max_flops: int | None = None
+    resolution: int | None = None  # None: the architecture's build resolution
+
+    def violations(self, params: int, flops: int) -> list[str]:
+        out = []
+        if self.max_params is not None and params > self.max_params:
+            out.append(f"params {human(params)} exceed constraints.max_params {human(self.max_params)}")
+        if self.max_flops is not None and flops > self.max_flops:
+            out.append(f"FLOPs {human(flops)} exceed constraints.max_flops {human(self.max_flops)}")
+        return out
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_params is not None:
+            parts.append(f"params <= {human(self.max_params)}")
+        if self.max_flops is not None:
+            parts.append(f"FLOPs <= {human(self.max_flops)}")
+        return ", ".join(parts) or "none"
+
+
+@dataclass(frozen=True)
+class Space:
+    """A loaded, validated space file."""
+
+    name: str
+    arch: ArchSpace
+    search: SearchSettings
+    resources: Resources
+    constraints: Constraints
+    train: Any  # hvsearch.train.TrainConfig
+    data: Any  # hvsearch.train.DataConfig
+    source: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def cost_resolution(self) -> int | None:
+        return self.constraints.resolution
+
+    def fingerprint(self) -> str:
+        """Hash of what defines the study's results (architectures, training, data, objectives,
+        constraints); budgets, resources and the sampler may change between runs of a study."""
+        keep = {k: self.raw.get(k) for k in ("arch", "constraints")}
+        keep["train"] = self.train.to_dict()
+        keep["data"] = self.data.to_dict()
+        keep["objectives"] = list(self.search.objectives)
+        blob = json.dumps(keep, sort_keys=True, default=str, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def with_overrides(self, **changes: Any) -> "Space":
+        """A copy with search/resources settings replaced (``trials=...``, ``seed=...``, ...)."""
+        import dataclasses
+
+        search = {k: v for k, v in changes.items() if k in _field_names(SearchSettings)}
+        res = {k: v for k, v in changes.items() if k in _field_names(Resources)}
+        rest = set(changes) - set(search) - set(res)
+        if rest:
+            raise TypeError(f"unknown overrides {sorted(rest)}")
+        return dataclasses.replace(self, search=_check_search(dataclasses.replace(self.search, **search)),
+                                   resources=_check_resources(dataclasses.replace(self.resources, **res)))
+
+
+def _field_names(cls) -> set[str]:
+    import dataclasses
+
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+# ---- loading ------------------------------------------------------------------------------------
+
+def load_space(path: str | Path) -> Space:
+    """Read and validate a space file; SpaceError (message prefixed with the file) if broken."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpaceError("", f"space file {p} does not exist", None, show_value=False)
+    try:
+        return parse_space(p.read_text(), source=str(p), default_name=p.stem)
+    except SpaceError as e:
+        e.file = str(p)
+        e.args = (f"{p}: {e.args[0]}",)
+        raise
+
+
+def parse_space(text: str, source: str = "<string>", default_name: str = "space") -> Space:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpaceError("", f"the file is not valid YAML ({where}{problem})", None, show_value=False) from None
+    if not isinstance(data, Mapping):
+        raise SpaceError("", "a space file must be a mapping with (at least) an `arch` section", data)
+    for key in data:
+        if key not in SECTIONS:
+            raise SpaceError(str(key), f"is not a section of a space file ({', '.join(SECTIONS)})", data[key])
+    if "arch" not in data:
+        raise SpaceError("arch", "is required (the architecture space)", None, show_value=False)
+    name = data.get("name", default_name)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise SpaceError("name", "must be a study name of letters, digits, `_`, `-`, `.`", name)
+    if not isinstance(data.get("description", ""), str):
+        raise SpaceError("description", "must be a string", data["description"])
+    train, data_cfg = _train_and_data(data)
+    search = _parse_search(data.get("search", {}), train)
+    resources = _parse_resources(data.get("resources", {}))
+    defaults = _arch_defaults(train, data_cfg)
+    arch = parse_arch(data["arch"], "arch", defaults)
+    _check_arch_vs_data(arch, defaults)
+    constraints = _parse_constraints(data.get("constraints", {}), arch)
+    return Space(name=name, arch=arch, search=search, resources=resources, constraints=constraints,
+                 train=train, data=data_cfg, source=source, raw=dict(data))
+
+
+# Classes of the built-in data sets (an image folder's count is only known from its files).
+DATASET_CLASSES = {"synthetic": 10, "cifar10": 10, "cifar100": 100}
+
+
+def _arch_defaults(train: Any, data_cfg: Any) -> dict[str, Any]:
+    """What the train and data sections fix about every architecture: it is built at the proxy's
+    input size (rules like "region <= the feature size" hold at that size), for the data's classes."""
+    out: dict[str, Any] = {"resolution": train.resolution, "in_chans": 3}
+    if data_cfg.name in DATASET_CLASSES:
+        out["num_classes"] = DATASET_CLASSES[data_cfg.name]
+    return out
+
+
+def _train_and_data(data: Mapping[str, Any]):
+    from hvsearch.train.config import DataConfig, TrainConfig
+
+    out = []
+    for key, cls in (("train", TrainConfig), ("data", DataConfig)):
+        section = data.get(key)
+        if section is None:
+            out.append(cls())
+            continue
+        if not isinstance(section, Mapping):
+            raise SpaceError(key, f"must be a mapping of {cls.__name__} fields", section)
+        try:
+            out.append(cls.from_dict(dict(section), path=key))
+        except SpaceError:
+            raise
+        except HVSearchError as e:  # the config's own error: keep its path, rule and value
+            if all(hasattr(e, a) for a in ("path", "rule", "value")):
+                raise SpaceError(e.path, e.rule, e.value) from None
+            raise SpaceError(key, str(e), None, show_value=False) from None
+    return out
+
+
+def _check_arch_vs_data(arch: ArchSpace, data_defaults: Mapping[str, Any]) -> None:
+    from hvsearch.space.params import Fixed
+
+    source = {"resolution": "train.resolution", "num_classes": "the data set's class count",
+              "in_chans": "the data's 3 colour channels"}
+    for name in ("num_classes", "in_chans", "resolution"):
+        param = arch.fields.get(name)
+        if name in data_defaults and param is not None and not isinstance(param, Fixed):
+            raise SpaceError(f"arch.{name}", f"is set by {source[name]} and cannot be searched", None,
+                             show_value=False)
+        if name in data_defaults and isinstance(param, Fixed) and param.value != data_defaults[name]:
+            raise SpaceError(f"arch.{name}", f"must equal {source[name]} ({data_defaults[name]}); "
+                             "leave it out to take it from there", param.value)
+    res = arch.fields.get("resolution")
+    if res is not None and isinstance(res, Fixed) and res.value % TOTAL_STRIDE:
+        raise SpaceError("arch.resolution", f"must be a multiple of the total stride {TOTAL_STRIDE}",
+                         res.value)
+
+
+# ---- sections -----------------------------------------------------------------------------------
+
+def _mapping(data: Any, path: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise SpaceError(path, "must be a mapping", data)
+    for key in data:
+        if key not in allowed:
+            raise SpaceError(f"{path}.{key}", f"is not a {path} setting ({', '.join(allowed)})", data[key])
+    return data
+
+
+def _parse_search(data: Any, train: Any) -> SearchSettings:
+    keys = ("sampler", "sampler_options", "seed", "objectives", "trials", "time_budget", "asha")
+    d = _mapping(data, "search", keys)
+    kw: dict[str, Any] = {}
+    if "sampler" in d:
+        kw["sampler"] = d["sampler"]
+    if "sampler_options" in d:
+        kw["sampler_options"] = d["sampler_options"]
+    if "seed" in d:
+        kw["seed"] = d["seed"]
+    if "objectives" in d:
+        obj = d["objectives"]
+        obj = [obj] if isinstance(obj, str) else obj
+        if not isinstance(obj, list):
+            raise SpaceError("search.objectives", "must be a list of objective names", obj)
+        kw["objectives"] = tuple(obj)
+    if "trials" in d:
+        kw["trials"] = d["trials"]
+    if "time_budget" in d:
+        kw["time_budget"] = parse_duration(d["time_budget"], "search.time_budget")
+    asha = _mapping(d.get("asha"), "search.asha", ("grace_period", "reduction_factor"))
+    if "grace_period" in asha:
+        kw["grace_period"] = asha["grace_period"]
+    if "reduction_factor" in asha:
+        kw["reduction_factor"] = asha["reduction_factor"]
+    settings = _check_search(SearchSettings(**kw))
+    epochs = getattr(train, "epochs", None)
+    if isinstance(epochs, int) and settings.grace_period > epochs:
+        raise SpaceError("search.asha.grace_period", f"must be <= train.epochs {epochs}",
+                         settings.grace_period)
+    return settings
+
+
+def _check_search(s: SearchSettings) -> SearchSettings:
+    if s.sampler not in SAMPLERS:
+        raise SpaceError("search.sampler", f"must be one of {', '.join(SAMPLERS)}", s.sampler)
+    if not isinstance(s.sampler_options, Mapping):
+        raise SpaceError("search.sampler_options", "must be a mapping of sampler arguments", s.sampler_options)
+    _check_sampler_options(s.sampler, s.sampler_options)
+    if s.seed is not None and not _is_int(s.seed):
+        raise SpaceError("search.seed", "must be an integer or null", s.seed)
+    obj = s.objectives
+    if not obj or obj[0] != "accuracy":
+        raise SpaceError("search.objectives", "must start with accuracy", list(obj))
+    for i, name in enumerate(obj):
+        if name not in OBJECTIVES:
+            raise SpaceError(f"search.objectives[{i}]", f"must be one of {', '.join(OBJECTIVES)}", name)
+    if len(obj) > 2 or len(set(obj)) != len(obj):
+        raise SpaceError("search.objectives", "must be [accuracy], [accuracy, flops] or [accuracy, params]",
+                         list(obj))
+    if not _is_int(s.trials) or s.trials < 1:
+        raise SpaceError("search.trials", "must be a positive integer", s.trials)
+    if s.time_budget is not None and not (_is_num(s.time_budget) and s.time_budget > 0):
+        raise SpaceError("search.time_budget", "must be a positive duration", s.time_budget)
+    if not _is_int(s.grace_period) or s.grace_period < 1:
+        raise SpaceError("search.asha.grace_period", "must be a positive integer (epochs)", s.grace_period)
+    if not _is_num(s.reduction_factor) or s.reduction_factor <= 1:
+        raise SpaceError("search.asha.reduction_factor", "must be a number > 1", s.reduction_factor)
+    return s
+
+
+def _check_sampler_options(sampler: str, options: Mapping[str, Any]) -> None:
+    """Reject sampler options the Optuna sampler does not take (without importing Optuna here:
+    the names are checked when the sampler is made; here only the form)."""
+    for key in options:
+        if not isinstance(key, str) or key == "seed":
+            raise SpaceError(f"search.sampler_options.{key}", "must be a sampler argument other than "
+                             "seed (set search.seed)", options[key])
+
+
+def _parse_resources(data: Any) -> Resources:
+    d = _mapping(data, "resources", ("cpus_per_trial", "gpus_per_trial", "max_concurrent"))
+    return _check_resources(Resources(**d))
+
+
+def _check_resources(r: Resources) -> Resources:
+    if not _is_num(r.cpus_per_trial) or r.cpus_per_trial <= 0:
+        raise SpaceError("resources.cpus_per_trial", "must be a number > 0", r.cpus_per_trial)
+    if not _is_num(r.gpus_per_trial) or r.gpus_per_trial < 0:
+        raise SpaceError("resources.gpus_per_trial", "must be a number >= 0 (fractions share a GPU)",
+                         r.gpus_per_trial)
+    if r.gpus_per_trial > 1 and r.gpus_per_trial != int(r.gpus_per_trial):
+        raise SpaceError("resources.gpus_per_trial", "must be a fraction <= 1 or a whole number",
+                         r.gpus_per_trial)
+    if r.max_concurrent is not None and (not _is_int(r.max_concurrent) or r.max_concurrent < 1):
+        raise SpaceError("resources.max_concurrent", "must be a positive integer or null", r.max_concurrent)
+    return r
+
+
+def _parse_constraints(data: Any, arch: ArchSpace) -> Constraints:
+    d = _mapping(data, "constraints", ("max_params", "max_flops", "resolution"))
+    kw: dict[str, Any] = {}
+    for key in ("max_params", "max_flops"):
+        if d.get(key) is not None:
+            value = parse_count(d[key], f"constraints.{key}")
+            if value < 1:
+                raise SpaceError(f"constraints.{key}", "must be >= 1 (no architecture has fewer)", d[key])
+            kw[key] = value
+    if d.get("resolution") is not None:
+        res = d["resolution"]
+        if not _is_int(res) or res < TOTAL_STRIDE or res % TOTAL_STRIDE:
+            raise SpaceError("constraints.resolution", f"must be a positive multiple of the total stride "
+                             f"{TOTAL_STRIDE}", res)
+        kw["resolution"] = res
+    return Constraints(**kw)
+
+
+# ---- small value parsers ------------------------------------------------------------------------
+
+_SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def parse_count(value: Any, path: str) -> int:
+    """``3000000``, ``3.0e6``, ``"3e6"``, ``"3M"``, ``"1.5G"`` → an integer count."""
+    if _is_num(value):
+        return int(value)
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMGT]?)\s*", value)
+        if m:
+            return int(float(m.group(1)) * _SUFFIX[m.group(2)])
+    raise SpaceError(path, "must be a count (a number, or with a K/M/G suffix like 3M)", value)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(value: Any, path: str) -> float | None:
+    """``300``, ``"90s"``, ``"10m"``, ``"1.5h"`` → seconds; None stays None."""
+    if value is None:
+        return None
+    if _is_num(value) and value > 0:
+        return float(value)
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", value)
+        if m and float(m.group(1)) > 0:
+            return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    raise SpaceError(path, "must be a positive duration in seconds, or like 90s, 10m, 2h", value)
+
+
+def human(n: float) -> str:
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{suffix}"
+    return f"{n:g}"
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -1,0 +1,90 @@
+"""The study bookkeeping without Ray: a study remembers its space, one driver at a time, and a
+dead driver's running trials are marked interrupted and re-queued."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from hvsearch.errors import SpaceError, StudyError
+from hvsearch.search import study as st
+from hvsearch.space import load_space, parse_space
+from tests.search.conftest import TINY
+
+
+@pytest.fixture
+def url(tmp_path):
+    return st.storage_url("tiny", None, tmp_path / "studies")
+
+
+def test_a_study_keeps_its_space(url):
+    space = load_space(TINY)
+    opened = st.open_for_run(space, "tiny", url, resume=False)
+    assert opened.created and opened.done == 0
+    opened.study.set_user_attr("driver", None)
+    # budgets, resources and the sampler may change between runs ...
+    st.open_for_run(space.with_overrides(trials=9, sampler="tpe", max_concurrent=1), "tiny", url, resume=True)
+    opened.study.set_user_attr("driver", None)
+    # ... the architectures, training, data, objectives and constraints may not
+    data = yaml.safe_load(TINY.read_text())
+    data["train"]["epochs"] = 5
+    with pytest.raises(StudyError, match="made from a different space"):
+        st.open_for_run(parse_space(yaml.safe_dump(data)), "tiny", url, resume=False)
+
+
+def test_one_driver_at_a_time(url):
+    space = load_space(TINY)
+    opened = st.open_for_run(space, "tiny", url, resume=False)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        opened.study.set_user_attr("driver", {"host": os.uname().nodename, "pid": other.pid, "beat": time.time()})
+        with pytest.raises(StudyError, match=f"being run by pid {other.pid}"):
+            st.open_for_run(space, "tiny", url, resume=True)
+    finally:
+        other.kill()
+        other.wait()
+    st.open_for_run(space, "tiny", url, resume=True)  # its driver is dead: the study is free
+
+
+def test_dead_drivers_trials_are_requeued(url):
+    space = load_space(TINY)
+    opened = st.open_for_run(space, "tiny", url, resume=False)
+    study = opened.study
+    training = study.ask()
+    training.suggest_categorical("stages.0.mixer.type", ["cmt_attn", "hire"])
+    training.set_user_attr(st.ATTR_STATUS, "running")
+    drawing = study.ask()  # caught while being drawn: never trained
+    drawing.suggest_categorical("stages.0.mixer.type", ["cmt_attn", "hire"])
+    done = study.ask()
+    done.set_user_attr(st.ATTR_STATUS, "trained")
+    study.tell(done, 12.5)
+    study.set_user_attr("driver", {"host": "elsewhere", "pid": 1, "beat": time.time() - 3600})
+
+    again = st.open_for_run(space, "tiny", url, resume=True)
+    assert again.requeued == [training.number] and again.done == 1
+    trials = again.study.get_trials()
+    assert trials[training.number].state == TrialState.FAIL
+    assert trials[training.number].user_attrs[st.ATTR_STATUS] == "interrupted"
+    assert trials[drawing.number].state == TrialState.FAIL
+    assert "being drawn" in trials[drawing.number].user_attrs[st.ATTR_REASON]
+    waiting = again.study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].user_attrs[st.ATTR_REQUEUED_FROM] == training.number
+    # the next ask gets the re-queued parameters
+    nxt = again.study.ask()
+    assert nxt.suggest_categorical("stages.0.mixer.type", ["cmt_attn", "hire"]) == training.params["stages.0.mixer.type"]
+
+
+def test_sampler_options_are_checked(url):
+    data = yaml.safe_load(TINY.read_text())
+    data["search"]["sampler"] = "tpe"
+    data["search"]["sampler_options"] = {"n_startup_trial": 3}
+    with pytest.raises(SpaceError, match="search.sampler_options.n_startup_trial is not an argument of Optuna's TPESampler"):
+        st.make_sampler(parse_space(yaml.safe_dump(data)))
+    data["search"]["sampler_options"] = {"n_startup_trials": 3}
+    assert isinstance(st.make_sampler(parse_space(yaml.safe_dump(data))), optuna.samplers.TPESampler)
