@@ -219,6 +219,23 @@ def _scale_args(p: argparse.ArgumentParser) -> None:
                    help="depth rounding (ceil reproduces CMT-B from CMT-S)")
     p.add_argument("--out", default="results/scale", help="folder for one YAML per member")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    g = p.add_argument_group("--grid: pick alpha, beta, gamma by proxy-training every phi=1 candidate")
+    g.add_argument("--grid", action="store_true",
+                   help="enumerate alpha, beta, gamma >= 1 with alpha*beta^1.5*gamma^2 ~ 2.5 and rank them")
+    g.add_argument("--grid-step", type=float, default=0.1, help="grid spacing of the constants (default 0.1)")
+    g.add_argument("--grid-tol", type=float, default=0.05,
+                   help="relative tolerance on alpha*beta^1.5*gamma^2 = 2.5 (default 0.05)")
+    g.add_argument("--config", help="YAML with `train:` and `data:` sections for the proxy "
+                   "(default: the embedded synthetic data, TrainConfig defaults)")
+    g.add_argument("--epochs", type=int, default=None, help="proxy epochs per candidate")
+    g.add_argument("--proxy-resolution", type=int, default=None,
+                   help="proxy input size before gamma scales it (default train.resolution)")
+    g.add_argument("--study", default=None, help="study name (default <seed>-grid); re-running continues it")
+    g.add_argument("--storage", default=None, help="Optuna RDB URL (default sqlite:///studies/<study>.db)")
+    g.add_argument("--address", default=None, help="join a running Ray cluster")
+    g.add_argument("--max-concurrent", type=int, default=None)
+    g.add_argument("--cpus-per-trial", type=float, default=1)
+    g.add_argument("--gpus-per-trial", type=float, default=0)
 
 
 @command("scale", help="compound-scale a seed into a model family (depth a^phi, width b^phi, resolution g^phi)")
@@ -228,6 +245,8 @@ def cmd_scale(args: argparse.Namespace) -> int:
     from hvsearch.scaling.family import family, resolve_seed, write_members
 
     seed = resolve_seed(args.seed)
+    if args.grid:
+        return _scale_grid(seed, args)
     rule = ScalingRule(alpha=args.alpha, beta=args.beta, gamma=args.gamma, depth_mode=args.depth_mode)
     table, members = family(seed, args.phi, rule, progress=args.format == "table")
     paths = write_members(members, args.out)
@@ -297,6 +316,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"best val top-1 {best['val_top1']:.2f}% (epoch {best['epoch']}), last {result.metrics['val_top1']:.2f}%; "
           f"{result.params / 1e6:.3f} M params")
     print(f"written {run_dir}/metrics.csv, config.yaml, checkpoint.pt")
+    return 0
+
+
+def _scale_grid(seed, args: argparse.Namespace) -> int:
+    from hvsearch.scaling.grid import run_grid
+    from hvsearch.train.run import load_configs
+
+    train, data = load_configs(args.config, {"epochs": args.epochs} if args.epochs else None)
+    table = run_grid(seed, step=args.grid_step, tol=args.grid_tol, train=train, data=data, study=args.study,
+                     storage=args.storage, address=args.address, proxy_resolution=args.proxy_resolution,
+                     cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                     max_concurrent=args.max_concurrent)
+    if args.format == "table":
+        print(f"\nscaling constants for {seed.name or args.seed}, ranked by proxy val top-1 (phi=1 members):")
+    _emit(table, args.format)
     return 0
 
 

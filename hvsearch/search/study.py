@@ -115,6 +115,9 @@ def make_sampler(space: Space, seed_offset: int = 0):
     replay the first run's proposals, all of them already trained."""
     import optuna
 
+    if space.search.sampler == "grid":
+        # an enumerated candidate set (`hvsearch scale --grid`): every candidate exactly once
+        return _GridSampler(space.arch.grid(), seed=space.search.seed)
     cls = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
            "nsga2": optuna.samplers.NSGAIISampler}[space.search.sampler]
     options = dict(space.search.sampler_options)
@@ -129,6 +132,23 @@ def make_sampler(space: Space, seed_offset: int = 0):
         return cls(**options)
     except (TypeError, ValueError) as e:
         raise SpaceError("search.sampler_options", f"are rejected by {cls.__name__}: {e}", options) from None
+
+
+def _grid_sampler_cls():
+    import optuna
+
+    class GridSampler(optuna.samplers.GridSampler):
+        """Optuna's grid sampler without its end-of-grid ``study.stop()``, which only works
+        inside ``study.optimize``; here the trial budget (one per grid point) ends the search."""
+
+        def after_trial(self, study, trial, state, values) -> None:
+            pass
+
+    return GridSampler
+
+
+def _GridSampler(*args, **kwargs):
+    return _grid_sampler_cls()(*args, **kwargs)
 
 
 # ---- opening a study for a run ------------------------------------------------------------------

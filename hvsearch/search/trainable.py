@@ -7,6 +7,7 @@ node it runs on. Errors propagate: Tune marks the trial ERROR and the searcher r
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,10 @@ def train_trial(config: dict[str, Any], train: dict[str, Any], data: dict[str, A
         reported.append(metrics["epoch"])
         tune.report({**metrics, **extra, **first})
 
-    result = train_proxy(spec, TrainConfig.from_dict(train, path="train"), DataConfig.from_dict(data, path="data"),
+    # A trial trains at the resolution its architecture is built for: the space's
+    # train.resolution in a search, the candidate's own size in `scale --grid`.
+    train_cfg = dataclasses.replace(TrainConfig.from_dict(train, path="train"), resolution=spec.resolution)
+    result = train_proxy(spec, train_cfg, DataConfig.from_dict(data, path="data"),
                          report=report, checkpoint_dir=ckpt, resume=True)
     if not reported and result.history:
         # Re-queued after its last epoch was checkpointed but before the driver heard of it: the
