@@ -1,0 +1,257 @@
+"""Training and data configs: frozen, typed, documented defaults; no torch.
+
+A search-space YAML embeds these as its ``train:`` and ``data:`` sections, and ``hvsearch train
+--config`` reads the same two sections::
+
+    train: {epochs: 10, resolution: 32, fraction: 0.5, batch_size: 128, lr: 2.0e-3}
+    data:  {name: cifar10, root: ~/data/cifar10, val_split: 0.1}
+
+``from_dict`` rejects unknown keys and wrong types with a :class:`~hvsearch.errors.SpecError`
+naming the key path (``train.lr must be > 0, got -1``); ``to_dict`` gives the plain mapping back.
+Rules that need the data or the hardware (does the root exist, is CUDA there) are checked when a
+run starts, by :mod:`hvsearch.train.data` and :mod:`hvsearch.train.proxy`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from hvsearch.errors import SpecError
+
+DATASETS = ("synthetic", "cifar10", "cifar100", "imagefolder")
+DEVICES = ("auto", "cpu", "cuda")
+RESOLUTION_MULTIPLE = 32  # the backbones' total stride
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One proxy-training run. Defaults suit a 32-px proxy on CIFAR-sized data."""
+
+    # -- schedule ---------------------------------------------------------------------------
+    epochs: int = 10
+    #: Optimizer steps per epoch at most (None = a full pass over the training subset).
+    max_steps_per_epoch: int | None = None
+    batch_size: int = 128
+    #: Peak learning rate of AdamW (timm ``create_optimizer_v2``; no weight decay on norms/biases).
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    #: Linear warm-up from ``warmup_lr`` to ``lr``, in epochs (fractions allowed), then cosine to ``min_lr``.
+    warmup_epochs: float = 1.0
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-5
+    #: Clip the global gradient norm to this (0 = off).
+    grad_clip: float = 5.0
+    #: Seed of the weights, the batch order, the augmentations and drop-path.
+    seed: int = 0
+
+    # -- data seen by the model -------------------------------------------------------------
+    #: Square input size; a multiple of 32 (the backbones' total stride).
+    resolution: int = 32
+    #: Class-balanced share of the training split used (nested: 0.25 ⊂ 0.5 for one data seed).
+    fraction: float = 1.0
+    #: Random-resized-crop area range; None = the data set's default (none for synthetic).
+    crop_scale: tuple[float, float] | None = None
+    #: Horizontal-flip probability; None = the data set's default (0.5 for all built-in sets).
+    hflip: float | None = None
+    #: Mixup / CutMix alpha (0 = off), through timm's ``Mixup`` with soft-target cross-entropy.
+    mixup: float = 0.0
+    cutmix: float = 0.0
+
+    # -- regularisation ---------------------------------------------------------------------
+    label_smoothing: float = 0.1
+    #: Stochastic-depth rate; None = the architecture's own ``drop_path_rate``.
+    drop_path: float | None = 0.0
+
+    # -- hardware ---------------------------------------------------------------------------
+    #: ``auto`` = CUDA when available, else CPU.
+    device: str = "auto"
+    #: bf16 autocast (CUDA only; ignored on CPU).
+    amp: bool = True
+    #: channels-last memory format (CUDA only).
+    channels_last: bool = True
+    #: ``torch.compile`` the model (a cold compile costs minutes on CPU).
+    compile: bool = False
+    #: DataLoader worker processes; None = 0 for in-memory sets, a few for image folders.
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        self.validate("train")
+
+    def validate(self, path: str = "train") -> None:
+        _positive(self.epochs, f"{path}.epochs")
+        if self.max_steps_per_epoch is not None:
+            _positive(self.max_steps_per_epoch, f"{path}.max_steps_per_epoch")
+        _positive(self.batch_size, f"{path}.batch_size")
+        _positive(self.lr, f"{path}.lr")
+        _at_least(self.weight_decay, 0, f"{path}.weight_decay")
+        _at_least(self.warmup_epochs, 0, f"{path}.warmup_epochs")
+        _at_least(self.warmup_lr, 0, f"{path}.warmup_lr")
+        _at_least(self.min_lr, 0, f"{path}.min_lr")
+        _at_least(self.grad_clip, 0, f"{path}.grad_clip")
+        _positive(self.resolution, f"{path}.resolution")
+        if self.resolution % RESOLUTION_MULTIPLE:
+            raise SpecError(f"{path}.resolution", f"must be a multiple of {RESOLUTION_MULTIPLE} "
+                            "(the backbones' total stride)", self.resolution)
+        if not 0 < self.fraction <= 1:
+            raise SpecError(f"{path}.fraction", "must be in (0, 1]", self.fraction)
+        if self.crop_scale is not None:
+            lo, hi = self.crop_scale
+            if not 0 < lo <= hi <= 1:
+                raise SpecError(f"{path}.crop_scale", "must be [low, high] with 0 < low <= high <= 1",
+                                list(self.crop_scale))
+        if self.hflip is not None and not 0 <= self.hflip <= 1:
+            raise SpecError(f"{path}.hflip", "must be a probability in [0, 1]", self.hflip)
+        _at_least(self.mixup, 0, f"{path}.mixup")
+        _at_least(self.cutmix, 0, f"{path}.cutmix")
+        if not 0 <= self.label_smoothing < 1:
+            raise SpecError(f"{path}.label_smoothing", "must be in [0, 1)", self.label_smoothing)
+        if self.drop_path is not None and not 0 <= self.drop_path < 1:
+            raise SpecError(f"{path}.drop_path", "must be in [0, 1) (or null: the architecture's own)",
+                            self.drop_path)
+        _one_of(self.device, DEVICES, f"{path}.device")
+        if self.workers is not None:
+            _at_least(self.workers, 0, f"{path}.workers")
+
+    @property
+    def mixes(self) -> bool:
+        """Whether batches are mixed (mixup or cutmix on)."""
+        return self.mixup > 0 or self.cutmix > 0
+
+    @classmethod
+    def from_dict(cls, d: Any, path: str = "train") -> "TrainConfig":
+        return _from_dict(cls, d, path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from and how the validation split is made."""
+
+    #: ``synthetic`` (embedded, no files), ``cifar10``, ``cifar100`` or ``imagefolder``.
+    name: str = "synthetic"
+    #: CIFAR: the ``cifar-10-batches-py`` / ``cifar-100-python`` folder or the folder holding it;
+    #: image folder: the folder with ``train/<class>/*`` (and optionally ``val/<class>/*``).
+    root: str | None = None
+    #: Share of the training images held out (class-balanced) to validate on. 0 = validate on
+    #: the data set's own split (CIFAR test batch, ``val/`` folder, synthetic test set); a search
+    #: should select on a held-out split, never on the test set.
+    val_split: float = 0.1
+    #: Seed of the held-out split, of the training subsets and of the synthetic images: fixed
+    #: across a search's trials so every trial sees the same images.
+    seed: int = 0
+    #: Synthetic only: how many training images to generate (its test set has 1000).
+    size: int = 6000
+    #: Image folder only: the images are decoded to ``resolution / crop_pct`` pixels (short side,
+    #: centre square), then cropped to ``resolution`` (centre for validation, random for training).
+    crop_pct: float = 0.875
+
+    def __post_init__(self) -> None:
+        self.validate("data")
+
+    def validate(self, path: str = "data") -> None:
+        _one_of(self.name, DATASETS, f"{path}.name")
+        if self.name != "synthetic" and not self.root:
+            raise SpecError(f"{path}.root", f"is required for the {self.name} data set "
+                            "(the folder holding its files)", self.root)
+        if not 0 <= self.val_split < 1:
+            raise SpecError(f"{path}.val_split", "must be in [0, 1) (0 = the data set's own split)",
+                            self.val_split)
+        _positive(self.size, f"{path}.size")
+        if self.size < 10:
+            raise SpecError(f"{path}.size", "must be >= 10 (one image per class)", self.size)
+        if not 0 < self.crop_pct <= 1:
+            raise SpecError(f"{path}.crop_pct", "must be in (0, 1]", self.crop_pct)
+
+    @classmethod
+    def from_dict(cls, d: Any, path: str = "data") -> "DataConfig":
+        return _from_dict(cls, d, path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    def replace(self, **changes: Any) -> "DataConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# ---- parsing helpers ------------------------------------------------------------------------
+
+def _from_dict(cls, d: Any, path: str):
+    if d is None:
+        d = {}
+    if not isinstance(d, Mapping):
+        raise SpecError(path, "must be a mapping of settings", d)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in d.items():
+        if key not in fields:
+            raise SpecError(f"{path}.{key}", f"is not a setting (known: {', '.join(fields)})", value)
+        kwargs[key] = _coerce(value, hints[key], f"{path}.{key}")
+    try:
+        return cls(**kwargs)
+    except SpecError as e:  # __post_init__ validated under the default path; re-root it
+        default = "train" if cls is TrainConfig else "data"
+        if path != default and e.path.startswith(default + "."):
+            raise SpecError(path + e.path[len(default):], e.rule, e.value) from None
+        raise
+
+
+def _to_dict(cfg) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against a field annotation: int, float, bool, str, tuple, or ``X | None``."""
+    args = typing.get_args(tp)
+    if type(None) in args:
+        if value is None:
+            return None
+        (tp,) = [a for a in args if a is not type(None)]
+    if typing.get_origin(tp) is tuple:
+        item_types = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(item_types):
+            raise SpecError(path, f"must be a list of {len(item_types)} numbers", value)
+        return tuple(_coerce(v, t, f"{path}.{i}") for i, (v, t) in enumerate(zip(value, item_types)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise SpecError(path, "must be true or false", value)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(path, "must be an integer", value)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(path, "must be a number", value)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise SpecError(path, "must be a string", value)
+        return value
+    raise TypeError(f"unsupported setting type {tp} at {path}")
+
+
+def _positive(value, path: str) -> None:
+    if not value > 0:
+        raise SpecError(path, "must be > 0", value)
+
+
+def _at_least(value, low, path: str) -> None:
+    if not value >= low:
+        raise SpecError(path, f"must be >= {low}", value)
+
+
+def _one_of(value, choices, path: str) -> None:
+    if value not in choices:
+        raise SpecError(path, f"must be one of {', '.join(choices)}", value)

@@ -1,0 +1,52 @@
+"""`hvsearch train`: a run folder with config, metrics CSV and checkpoint; resumption; errors as
+one line with exit status 2."""
+import csv
+
+import yaml
+
+from hvsearch.cli import main
+from tests.train.builders import tiny_spec
+
+
+def test_train_writes_the_run_folder_and_resumes(tmp_path, capsys):
+    arch = tiny_spec().save(tmp_path / "tiny.yaml")
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"train": {"batch_size": 16, "max_steps_per_epoch": 2},
+                                      "data": {"size": 100}}))
+    out = tmp_path / "run"
+    argv = ["train", str(arch), "--config", str(config), "--epochs", "1", "--device", "cpu", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr()
+    assert "best val top-1" in printed.out and "epoch 1/1  loss" in printed.err
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1"]
+    assert set(rows[0]) == {"epoch", "train_loss", "val_top1", "val_top5", "images_per_s", "wall_time"}
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["train"]["epochs"] == 1 and saved["train"]["batch_size"] == 16 and saved["data"]["size"] == 100
+    assert (out / "checkpoint.pt").is_file()
+    # the same command again: the run is complete, nothing is trained
+    assert main(argv) == 0
+    assert "epoch 1/1  loss" not in capsys.readouterr().err
+    # a changed schedule is refused (the folder's config is left as it was) ...
+    assert main(argv[:-2] + ["--epochs", "2", "--out", str(out)]) == 2
+    assert "--no-resume" in capsys.readouterr().err
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["epochs"] == 1
+    # ... unless asked to start over
+    assert main(argv[:-2] + ["--epochs", "2", "--out", str(out), "--no-resume"]) == 0
+    assert len(list(csv.DictReader((out / "metrics.csv").open()))) == 2
+
+
+def test_train_errors_are_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "cmt_ti", "--data", "cifar10", "--data-root", str(tmp_path / "none"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"hvsearch train: error: cifar10 root {tmp_path / 'none'} does not exist or is not a directory"
+    assert not out.exists()  # a run that fails to start leaves no folder behind
+    assert main(["train", "cmt_ti", "--data", "cifar10"]) == 2
+    assert "data.root is required for the cifar10 data set" in capsys.readouterr().err
+    assert main(["train", "cmt_ti", "--resolution", "40"]) == 2
+    assert "train.resolution must be a multiple of 32" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {epochs: 1}\nsearch: {trials: 3}\n")
+    assert main(["train", "cmt_ti", "--config", str(bad)]) == 2
+    assert "search is not a section of a training config" in capsys.readouterr().err
