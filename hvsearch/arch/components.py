@@ -141,14 +141,25 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(value: Any, tp: Any, path: str) -> Any:
-    """Check ``value`` against a field annotation (int, float, bool, str, tuple[int, ...])."""
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        (item_tp, *_rest) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise SpecError(path, "must be a list", value)
-        return tuple(_coerce(v, item_tp, f"{path}.{i}") for i, v in enumerate(value))
+def coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against a field annotation — int, float (an int is accepted), bool, str,
+    ``tuple[T, ...]``, a fixed ``tuple[T1, T2]`` or ``X | None`` — and return it in that type;
+    SpecError naming ``path`` otherwise. Shared by part configs and the train/data configs."""
+    args = typing.get_args(tp)
+    if type(None) in args:
+        if value is None:
+            return None
+        (tp,) = [a for a in args if a is not type(None)]
+        args = typing.get_args(tp)
+    if typing.get_origin(tp) is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            if not isinstance(value, (list, tuple)):
+                raise SpecError(path, "must be a list", value)
+            return tuple(coerce(v, args[0], f"{path}.{i}") for i, v in enumerate(value))
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            kind = "numbers" if all(a in (int, float) for a in args) else "values"
+            raise SpecError(path, f"must be a list of {len(args)} {kind}", value)
+        return tuple(coerce(v, t, f"{path}.{i}") for i, (v, t) in enumerate(zip(value, args)))
     if tp is bool:
         if not isinstance(value, bool):
             raise SpecError(path, "must be true or false", value)
@@ -192,7 +203,7 @@ def parse_component(kind: str, data: Any, path: str) -> Component:
             known = ", ".join(fields) or "none"
             raise SpecError(f"{path}.{key}", f"is not a knob of {kind} {cls.type!r} (knobs: {known})",
                             value)
-        kwargs[key] = _coerce(value, hints[key], f"{path}.{key}")
+        kwargs[key] = coerce(value, hints[key], f"{path}.{key}")
     return cls(**kwargs)
 
 

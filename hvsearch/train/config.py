@@ -18,6 +18,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from hvsearch.arch.components import coerce
 from hvsearch.errors import SpecError
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "imagefolder")
@@ -193,7 +194,7 @@ def _from_dict(cls, d: Any, path: str):
     for key, value in d.items():
         if key not in fields:
             raise SpecError(f"{path}.{key}", f"is not a setting (known: {', '.join(fields)})", value)
-        kwargs[key] = _coerce(value, hints[key], f"{path}.{key}")
+        kwargs[key] = coerce(value, hints[key], f"{path}.{key}")
     try:
         return cls(**kwargs)
     except SpecError as e:  # __post_init__ validated under the default path; re-root it
@@ -209,37 +210,6 @@ def _to_dict(cfg) -> dict[str, Any]:
         value = getattr(cfg, f.name)
         out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
-
-
-def _coerce(value: Any, tp: Any, path: str) -> Any:
-    """Check ``value`` against a field annotation: int, float, bool, str, tuple, or ``X | None``."""
-    args = typing.get_args(tp)
-    if type(None) in args:
-        if value is None:
-            return None
-        (tp,) = [a for a in args if a is not type(None)]
-    if typing.get_origin(tp) is tuple:
-        item_types = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)) or len(value) != len(item_types):
-            raise SpecError(path, f"must be a list of {len(item_types)} numbers", value)
-        return tuple(_coerce(v, t, f"{path}.{i}") for i, (v, t) in enumerate(zip(value, item_types)))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise SpecError(path, "must be true or false", value)
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SpecError(path, "must be an integer", value)
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SpecError(path, "must be a number", value)
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise SpecError(path, "must be a string", value)
-        return value
-    raise TypeError(f"unsupported setting type {tp} at {path}")
 
 
 def _positive(value, path: str) -> None:
