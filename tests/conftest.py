@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 
@@ -17,3 +18,18 @@ def _seed_torch():
         return
     torch.manual_seed(0)
     yield
+
+
+# Shared by the tests that run searches in a subprocess (tests/search, tests/scaling).
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("hvsearch-cache")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, cache_dir: Path):
+    """A folder to run searches in, and the environment they run with."""
+    env = dict(os.environ)
+    env.update(HVSEARCH_CACHE=str(cache_dir), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+               RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    return tmp_path, env

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from hvsearch.arch import ModelSpec, StageContext, StageSpec
 from hvsearch.arch.cmt import CMTAttention, CMTHead, CMTStem, IRFFN
-from hvsearch.arch.common import MlpFFN, NoDownsample, NormPoolHead, PatchDownsample, PatchStem
+from hvsearch.arch.common import MlpFFN, PatchDownsample
 from hvsearch.arch.container import ContainerMixer
 from hvsearch.cost import count
 from hvsearch.errors import SpecError

@@ -8,7 +8,6 @@ import torch
 
 from hvsearch.arch import ModelSpec
 from hvsearch.cli import main
-from hvsearch.cost import count_spec
 from hvsearch.models import build_model, get_seed
 from hvsearch.scaling import ScalingError, ScalingRule, phi_tag, round_depth, round_width, scale, snap_resolution
 from hvsearch.scaling.family import family

@@ -8,7 +8,7 @@ import yaml
 
 from hvsearch.scaling.compound import grid_constants
 from hvsearch.scaling.grid import CANDIDATE_PARAM
-from tests.search.conftest import cache_dir, load, run_cli, workdir  # noqa: F401  (fixtures)
+from tests.search.conftest import load, run_cli
 
 TINY_SEED = {
     "name": "tinyseed", "resolution": 32, "num_classes": 10,

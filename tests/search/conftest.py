@@ -2,30 +2,14 @@
 (real Ray, real SQLite), and the study reopened with Optuna."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "spaces" / "tiny.yaml"
-
-
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("hvsearch-cache")
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, cache_dir: Path):
-    """A folder to run searches in, and the environment they run with."""
-    env = dict(os.environ)
-    env.update(HVSEARCH_CACHE=str(cache_dir), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
-               RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
-    return tmp_path, env
 
 
 def write_space(folder: Path, edit=None, name: str = "tiny") -> Path:

@@ -46,7 +46,7 @@ def test_real_search_records_true_states(workdir):
         status, attrs = t.user_attrs["status"], t.user_attrs
         assert t.state != TrialState.RUNNING and t.state != TrialState.WAITING
         assert t.params, "the sampled knobs are the trial's params"
-        assert t.params[f"stages.0.mixer.type"] in ("cmt_attn", "hire")
+        assert t.params["stages.0.mixer.type"] in ("cmt_attn", "hire")
         if status == "invalid":
             assert t.state == TrialState.FAIL and not t.intermediate_values
             assert "must be" in attrs["fail_reason"] or "exceed" in attrs["fail_reason"]
@@ -87,7 +87,7 @@ def test_real_search_records_true_states(workdir):
     assert (res / "pareto.csv").exists() and (res / "pareto.png").stat().st_size > 0
 
     board = run_cli(["results", "mixed"], folder, env).stdout
-    assert f"trials (" in board and str(top.number) in board
+    assert "trials (" in board and str(top.number) in board
 
     _dashboard_shows(folder, env, study, by_status)
 
