@@ -7,6 +7,7 @@ from hvsearch.proxies.zero_cost import (  # noqa: E402
     SCORES,
     Score,
     ScoreError,
+    data_batch,
     get_score,
     random_batch,
     random_labels,
@@ -15,5 +16,5 @@ from hvsearch.proxies.zero_cost import (  # noqa: E402
     score_names,
 )
 
-__all__ = ["SCORES", "Score", "ScoreError", "get_score", "random_batch", "random_labels",
+__all__ = ["SCORES", "Score", "ScoreError", "data_batch", "get_score", "random_batch", "random_labels",
            "register_score", "score", "score_names"]

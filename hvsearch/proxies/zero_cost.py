@@ -101,7 +101,7 @@ NORMS = (*BATCH_NORMS, nn.LayerNorm, nn.GroupNorm)  # nn.LayerNorm includes timm
 
 # Streams of the seed (numpy SeedSequence keys), so that images, labels and weights are not drawn
 # from the same random numbers.
-_WEIGHTS_STREAM, _IMAGES_STREAM, _LABELS_STREAM = 0, 1, 2
+_WEIGHTS_STREAM, _IMAGES_STREAM, _LABELS_STREAM, _DATA_STREAM = 0, 1, 2, 3
 
 
 class ScoreError(HVSearchError, ValueError):
@@ -191,6 +191,28 @@ def random_batch(batch_size: int, resolution: int, num_classes: int, *, in_chans
     g = torch.Generator().manual_seed(_derive(seed, _IMAGES_STREAM))
     x = torch.randn(batch_size, in_chans, resolution, resolution, generator=g)
     return x, random_labels(batch_size, num_classes, seed)
+
+
+def data_batch(data, resolution: int, batch_size: int = 64, *, seed: int = 0
+               ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``batch_size`` images of the training split of ``data`` (a :class:`~hvsearch.train.DataConfig`),
+    drawn from ``seed`` and normalised as evaluation sees them at ``resolution``; their labels
+    and the data set's number of classes. What the pre-screen and ``calibrate`` score on."""
+    from hvsearch.train.augment import EvalTransform
+    from hvsearch.train.data import load_data
+
+    _check_int(batch_size, "batch_size", 2, "(NASWOT compares inputs; train-mode BatchNorm needs "
+               "more than one value per channel)")
+    splits = load_data(data, resolution)
+    n = len(splits.train)
+    if n < 2:
+        raise ScoreError("data", "must hold at least 2 training images to score on; training images", n)
+    g = torch.Generator().manual_seed(_derive(seed, _DATA_STREAM))
+    idx = torch.randperm(n, generator=g)[:batch_size].tolist()
+    items = [splits.train[i] for i in idx]
+    x = EvalTransform(resolution, splits.mean, splits.std)(torch.stack([im for im, _ in items]))
+    y = torch.tensor([label for _, label in items], dtype=torch.long)
+    return x, y, splits.num_classes
 
 
 def random_labels(n: int, num_classes: int, seed: int = 0) -> torch.Tensor:

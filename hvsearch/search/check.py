@@ -56,6 +56,11 @@ class CheckReport:
                                else f"continuous ({len(cont)} real-valued knobs, e.g. {cont[0]})"),
                  f"  objectives: {', '.join(sp.search.objectives)}; sampler {sp.search.sampler}; "
                  f"{sp.search.trials} trials; constraints: {sp.constraints.describe()}"]
+        pre = sp.search.prescreen
+        if pre is not None:
+            lines.append(f"  pre-screen: {pre.score} ranks each pool of {pre.pool} draws, the best {pre.kept} "
+                         f"train (~{pre.pool * sp.search.trials // pre.kept} draws scored for "
+                         f"{sp.search.trials} trials)")
         n_inv = sum(self.invalid.values())
         lines.append(f"sampled {self.samples}: {self.valid} valid ({100 * self.valid / self.samples:.0f}%), "
                      f"{n_inv} invalid ({100 * n_inv / self.samples:.0f}%)  [{self.seconds:.1f} s]")

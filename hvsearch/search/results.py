@@ -53,6 +53,10 @@ def trials_frame(study) -> pd.DataFrame:
             "arch_id": a.get(st.ATTR_ARCH_ID), "node_id": a.get(st.ATTR_NODE),
             "fail_reason": a.get(st.ATTR_REASON),
         }
+        pre = a.get(st.ATTR_PRESCREEN)
+        if pre:
+            row["prescreen_score"] = float(pre["value"])  # "-inf" is stored as text (JSON has no inf)
+            row["prescreen_rank"] = pre["rank"]
         if t.values:
             for i, v in enumerate(t.values):
                 row[f"value_{i}"] = v
@@ -149,7 +153,7 @@ def leaderboard(study, top: int = 10, include_all: bool = False) -> pd.DataFrame
     if df.empty:
         return df
     if not include_all:
-        df = df[df["state"].isin(["COMPLETE", "PRUNED"])]
+        df = df[df["state"].isin(["COMPLETE", "PRUNED"]) & (df["status"] != "skipped")]
     df = df.assign(_done=df["state"] == "COMPLETE").sort_values(
         ["_done", "val_top1"], ascending=[False, False], na_position="last")
     mixer_cols = [c for c in df.columns if c.startswith("arch.stages.") and c.endswith(".mixer.type")]
@@ -178,7 +182,7 @@ def summary_line(study) -> str:
     from collections import Counter
 
     c = Counter(t.user_attrs.get(st.ATTR_STATUS, t.state.name.lower()) for t in study.get_trials(deepcopy=False))
-    order = ("trained", "pruned", "failed", "running", "invalid", "duplicate", "interrupted")
+    order = ("trained", "pruned", "failed", "running", "skipped", "invalid", "duplicate", "interrupted")
     parts = [f"{c[k]} {k}" for k in order if c.get(k)]
     parts += [f"{v} {k}" for k, v in c.items() if k not in order]
     return f"study {study.study_name}: {len(study.trials)} trials (" + ", ".join(parts) + ")"

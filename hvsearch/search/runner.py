@@ -197,7 +197,7 @@ def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, ad
         deadline = (say.t0 + space.search.time_budget) if space.search.time_budget else None
         ckpt_root = study_dir / "checkpoints"
         searcher = StudySearcher(space, opened, sampler, _cost_fn(space), epochs, checkpoint_root=ckpt_root,
-                                 deadline=deadline)
+                                 deadline=deadline, slots=remaining)
         scheduler = TellingASHA(searcher.asha_stopped, time_attr="epoch", max_t=epochs,
                                 grace_period=space.search.grace_period,
                                 reduction_factor=space.search.reduction_factor)
@@ -209,7 +209,8 @@ def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, ad
             f"{'' if space.search.seed is None else f' (seed {space.search.seed})'}, ASHA over {epochs} "
             f"epoch(s), {res.cpus_per_trial} CPU / {res.gpus_per_trial} GPU per trial, "
             f"{concurrent} at a time"
-            + (f", time budget {space.search.time_budget:.0f} s" if space.search.time_budget else ""))
+            + (f", time budget {space.search.time_budget:.0f} s" if space.search.time_budget else "")
+            + (_prescreen_line(space.search.prescreen) if space.search.prescreen else ""))
         tuner = tune.Tuner(
             tune.with_resources(trainable, resources),
             tune_config=tune.TuneConfig(
@@ -221,6 +222,9 @@ def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, ad
                 verbose=0, callbacks=[progress], failure_config=tune.FailureConfig(max_failures=0)),
         )
         tuner.fit()
+        held = searcher.release_queue("kept by the pre-screen, but the search stopped before it started")
+        if held:
+            say(f"{len(held)} pre-screened candidate(s) never started: {held}, re-queued for a continued run")
     finally:
         if started:
             ray.shutdown()
@@ -233,6 +237,11 @@ def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, ad
     return RunSummary(name, opened.url, 0.0, c, best, None, stopped_because=searcher.exhausted,
                       trials_started=progress.started, train_time_s=progress.train_time,
                       extra={"first_trial_s": first})
+
+
+def _prescreen_line(p) -> str:
+    return (f"; pre-screen: {p.score} ranks each pool of {p.pool} draws, the best {p.kept} train, "
+            f"the others are recorded as skipped")
 
 
 class TellingASHA(ASHAScheduler):
@@ -300,7 +309,7 @@ class _Say:
 def _counts_line(counts, running: int | None = None) -> str:
     c = {**counts, "running": running or 0}
     always = ("trained", "pruned") + (("running",) if running is not None else ())
-    keys = ("trained", "pruned", "failed", "running", "invalid", "duplicate", "interrupted")
+    keys = ("trained", "pruned", "failed", "running", "skipped", "invalid", "duplicate", "interrupted")
     return ", ".join(f"{c.get(k, 0)} {k}" for k in keys if c.get(k, 0) or k in always)
 
 

@@ -42,8 +42,13 @@ HISTORY_KEYS = ("epoch", "train_loss", "val_top1", "val_top5", "images_per_s", "
 
 class StudySearcher(OptunaSearch):
     def __init__(self, space: Space, opened: st.Opened, sampler, cost_fn: Callable, epochs: int,
-                 checkpoint_root: Path | None = None, deadline: float | None = None):
+                 checkpoint_root: Path | None = None, deadline: float | None = None,
+                 slots: int | None = None):
         self.space = space
+        self.prescreen = space.search.prescreen
+        self.slots_left = slots if slots is not None else space.search.trials  # trials still to start
+        self._queue: list[tuple[str, dict]] = []  # (_ot_trials key, config) the pre-screen kept
+        self._batch = None  # (resolution, (images, labels, classes)) the pre-screen scores on
         self.epochs = epochs
         self.cost_fn = cost_fn  # spec -> (params, flops), raises on a model that cannot run
         self.checkpoint_root = checkpoint_root
@@ -77,19 +82,112 @@ class StudySearcher(OptunaSearch):
         if self.deadline is not None and time.monotonic() > self.deadline:
             self.exhausted = self.exhausted or "time budget reached"
             return Searcher.FINISHED
+        if self.prescreen is None:
+            config = self._draw(trial_id)
+        else:
+            if not self._queue:
+                self._fill_queue(trial_id)
+            config = self._take(trial_id) if self._queue else None
+        if config is None:
+            return Searcher.FINISHED
+        ot_trial = self._ot_trials[trial_id]
+        self._numbers[trial_id] = ot_trial.number
+        self._tids[trial_id] = st.trial_id(self._ot_study, self.opened.storage, ot_trial.number)
+        self._reported[trial_id] = set()
+        self.slots_left -= 1
+        return config
+
+    def _draw(self, key: str) -> dict | None:
+        """Ask Optuna (under ``key`` in ``_ot_trials``) until a draw is admitted; None when the
+        space seems to have nothing new left."""
         for _ in range(MAX_REJECTS_IN_A_ROW):
-            config = super().suggest(trial_id)
-            ot_trial = self._ot_trials[trial_id]
-            admitted = self._admit(ot_trial, config["arch"])
+            config = super().suggest(key)
+            admitted = self._admit(self._ot_trials[key], config["arch"])
             if admitted is not None:
-                self._numbers[trial_id] = ot_trial.number
-                self._tids[trial_id] = st.trial_id(self._ot_study, self.opened.storage, ot_trial.number)
-                self._reported[trial_id] = set()
                 return admitted
-            del self._ot_trials[trial_id]  # rejected: the next pass asks a new Optuna trial
+            del self._ot_trials[key]  # rejected: the next pass asks a new Optuna trial
         self.exhausted = (f"the last {MAX_REJECTS_IN_A_ROW} draws were all invalid or already trained; "
                           "the space (or its constraints) leaves nothing new to train")
-        return Searcher.FINISHED
+        return None
+
+    # ---- pre-screen ---------------------------------------------------------------------------
+    def _fill_queue(self, trial_id: str) -> None:
+        """Draw a pool of admitted candidates, score each with the zero-cost score, queue the best
+        ``ceil(keep · pool)`` (best first; no more than the trial slots left) and record the rest
+        PRUNED with status ``skipped``, their score and rank."""
+        from optuna.trial import TrialState
+
+        pre = self.prescreen
+        pool: list[tuple[str, dict]] = []
+        for i in range(pre.pool):
+            key = f"{trial_id}~pool{i}"
+            config = self._draw(key)
+            if config is None:
+                break
+            pool.append((key, config))
+        if not pool:
+            return
+        scored = []
+        for key, config in pool:
+            value, error = self._prescreen_score(config)
+            scored.append((value, key, config, error))
+        # best first; ties keep the draw order (stable sort)
+        order = sorted(range(len(scored)), key=lambda i: -scored[i][0])
+        kept = min(pre.kept if len(pool) == pre.pool else max(1, math.ceil(pre.keep * len(pool) - 1e-9)),
+                   max(self.slots_left, 1))
+        numbers = [self._ot_trials[key].number for _, key, _, _ in scored]
+        for rank, i in enumerate(order, start=1):
+            value, key, config, error = scored[i]
+            ot_trial = self._ot_trials[key]
+            ot_trial.set_user_attr(st.ATTR_PRESCREEN, {
+                "score": pre.score, "value": value if math.isfinite(value) else str(value),
+                "rank": rank, "pool": numbers, "kept": kept})
+            if rank <= kept:
+                self._queue.append((key, config))
+                continue
+            why = (f"pre-screen: {pre.score} {_fmt(value)} ranks {rank} of {len(pool)} in its pool "
+                   f"(trials {', '.join(map(str, numbers))}); the best {kept} train")
+            if error:
+                why += f" (scoring failed: {error})"
+            ot_trial.set_user_attr(st.ATTR_STATUS, "skipped")
+            ot_trial.set_user_attr(st.ATTR_REASON, why)
+            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            del self._ot_trials[key]
+            self._seen.pop(config["arch_id"], None)  # not trained: a later pool may draw it again
+            self.counts["skipped"] += 1
+
+    def _take(self, trial_id: str) -> dict:
+        key, config = self._queue.pop(0)
+        self._ot_trials[trial_id] = self._ot_trials.pop(key)
+        return config
+
+    def _prescreen_score(self, config: dict) -> tuple[float, str | None]:
+        """The pre-screen score of one admitted candidate, and the error if scoring failed (then
+        -inf: ranked last)."""
+        from hvsearch.arch import ModelSpec
+        from hvsearch.proxies import data_batch, score
+
+        pre = self.prescreen
+        spec = ModelSpec.from_dict(config["arch"])
+        if self._batch is None or self._batch[0] != spec.resolution:
+            self._batch = (spec.resolution, data_batch(self.space.data, spec.resolution, pre.batch_size))
+        x, y, num_classes = self._batch[1]
+        try:
+            return score(spec, pre.score, (x, y), num_classes=num_classes, resolution=spec.resolution), None
+        except Exception as e:  # an overflow, a model the score cannot handle: ranked last, recorded
+            return -math.inf, f"{type(e).__name__}: {e}"
+
+    def release_queue(self, reason: str) -> list[int]:
+        """Candidates the pre-screen kept that never started (the search stopped first): marked
+        interrupted and re-queued, so that a continued run trains them."""
+        out = []
+        while self._queue:
+            key, _ = self._queue.pop(0)
+            ot_trial = self._ot_trials.pop(key)
+            st.mark_interrupted(self._ot_study, self.opened.storage, ot_trial.number, reason)
+            self._seen.pop(ot_trial.user_attrs.get(st.ATTR_ARCH_ID), None)
+            out.append(ot_trial.number)
+        return out
 
     def _admit(self, ot_trial, arch: dict) -> dict | None:
         """Validate, de-duplicate and cost one draw; None (after recording why) if rejected."""
@@ -246,6 +344,10 @@ class StudySearcher(OptunaSearch):
 
     def restore(self, checkpoint_path: str) -> None:
         """Not used: see :meth:`save`."""
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}" if math.isfinite(value) else str(value)
 
 
 def _best_so_far(study) -> tuple[float, int] | None:

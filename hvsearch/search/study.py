@@ -14,6 +14,8 @@ What every trial carries (user attrs, see the ``ATTR_*`` names):
 * ``arch`` (the architecture as compact JSON, ``ModelSpec.from_json``), ``arch_id``, ``n_params``,
   ``flops`` (multiply-adds at ``cost_resolution``), ``history`` (per-epoch metrics),
   ``train_time_s``, ``epochs``, ``node_id`` (the Ray node that trained it).
+* ``prescreen`` (with ``search.prescreen``): ``{score, value, rank, pool, kept}`` — the
+  zero-cost score, its rank in the pool (trial numbers ``pool``) of which the best ``kept`` train.
 * The learning curve (val top-1 per epoch) is the trial's intermediate values, step = epoch.
 
 The study's user attrs hold the space file (``space_yaml``), its ``fingerprint`` (a re-run must
@@ -48,6 +50,7 @@ ATTR_EPOCHS = "epochs"
 ATTR_NODE = "node_id"
 ATTR_RAY_TRIAL = "ray_trial_id"
 ATTR_REQUEUED_FROM = "requeued_from"
+ATTR_PRESCREEN = "prescreen"
 
 TRAINED_STATUSES = ("trained", "pruned", "failed")  # the trial budget counts these
 HEARTBEAT_S = 20.0

@@ -10,8 +10,10 @@ from hvsearch.space.params import Choice, FloatRange, Fixed, IntRange
 from hvsearch.space.random_trial import RandomTrial
 from hvsearch.space.schema import (
     OBJECTIVES,
+    PRESCREEN_SCORES,
     SAMPLERS,
     Constraints,
+    Prescreen,
     Resources,
     SearchSettings,
     Space,
@@ -24,6 +26,7 @@ from hvsearch.space.schema import (
 
 __all__ = [
     "ArchSpace", "Choice", "Constraints", "FloatRange", "Fixed", "IntRange", "OBJECTIVES", "PartSpace",
+    "PRESCREEN_SCORES", "Prescreen",
     "RandomTrial", "Resources", "SAMPLERS", "SearchSettings", "Space", "StageSpace", "human",
     "load_space", "parse_arch", "parse_count", "parse_duration", "parse_space",
 ]

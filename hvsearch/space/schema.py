@@ -12,6 +12,9 @@
       trials: 12              # trained architectures (invalid draws are recorded, not counted)
       time_budget: 10m        # no new trial starts after this (s, or 90s / 10m / 2h); null = none
       asha: {grace_period: 1, reduction_factor: 2}   # max_t is train.epochs
+      prescreen: {score: synflow, keep: 0.5, pool: 4}  # optional: a zero-cost score ranks each pool
+                              # of `pool` draws, the best `keep` fraction trains, the rest is
+                              # recorded PRUNED (status skipped) with its score
     resources:
       cpus_per_trial: 1
       gpus_per_trial: 0       # fractions share a GPU (0.25 = four trials per GPU)
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +44,31 @@ from hvsearch.errors import HVSearchError, SpaceError
 from hvsearch.space.arch import ArchSpace, parse_arch
 
 SAMPLERS = ("tpe", "random", "nsga2")
+# the zero-cost scores of hvsearch.proxies (named here so that loading a space needs no torch;
+# a test keeps the two lists equal)
+PRESCREEN_SCORES = ("synflow", "naswot", "grad_norm", "snip", "params", "flops")
 OBJECTIVES = {"accuracy": "max", "flops": "min", "params": "min"}
 SECTIONS = ("name", "description", "data", "train", "search", "resources", "constraints", "arch")
 TOTAL_STRIDE = 32
+
+
+@dataclass(frozen=True)
+class Prescreen:
+    """``search.prescreen``: rank each pool of ``pool`` admitted draws by a zero-cost ``score``
+    (on one ``batch_size`` batch of the training data) and train the best ``keep`` fraction."""
+
+    score: str = "synflow"
+    keep: float = 0.5
+    pool: int = 4
+    batch_size: int = 64
+
+    @property
+    def kept(self) -> int:
+        """Candidates trained out of each full pool: ceil(keep · pool)."""
+        return max(1, math.ceil(self.keep * self.pool - 1e-9))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"score": self.score, "keep": self.keep, "pool": self.pool, "batch_size": self.batch_size}
 
 
 @dataclass(frozen=True)
@@ -55,6 +81,7 @@ class SearchSettings:
     time_budget: float | None = None
     grace_period: int = 1
     reduction_factor: float = 2
+    prescreen: Prescreen | None = None
 
     @property
     def multi_objective(self) -> bool:
@@ -252,7 +279,7 @@ def _mapping(data: Any, path: str, allowed: tuple[str, ...]) -> Mapping[str, Any
 
 
 def _parse_search(data: Any, train: Any) -> SearchSettings:
-    keys = ("sampler", "sampler_options", "seed", "objectives", "trials", "time_budget", "asha")
+    keys = ("sampler", "sampler_options", "seed", "objectives", "trials", "time_budget", "asha", "prescreen")
     d = _mapping(data, "search", keys)
     kw: dict[str, Any] = {}
     if "sampler" in d:
@@ -276,6 +303,9 @@ def _parse_search(data: Any, train: Any) -> SearchSettings:
         kw["grace_period"] = asha["grace_period"]
     if "reduction_factor" in asha:
         kw["reduction_factor"] = asha["reduction_factor"]
+    if d.get("prescreen") is not None:
+        pre = _mapping(d["prescreen"], "search.prescreen", ("score", "keep", "pool", "batch_size"))
+        kw["prescreen"] = Prescreen(**pre)
     settings = _check_search(SearchSettings(**kw))
     epochs = getattr(train, "epochs", None)
     if isinstance(epochs, int) and settings.grace_period > epochs:
@@ -309,7 +339,24 @@ def _check_search(s: SearchSettings) -> SearchSettings:
         raise SpaceError("search.asha.grace_period", "must be a positive integer (epochs)", s.grace_period)
     if not _is_num(s.reduction_factor) or s.reduction_factor <= 1:
         raise SpaceError("search.asha.reduction_factor", "must be a number > 1", s.reduction_factor)
+    if s.prescreen is not None:
+        _check_prescreen(s.prescreen, s.sampler)
     return s
+
+
+def _check_prescreen(p: Prescreen, sampler: str) -> None:
+    if p.score not in PRESCREEN_SCORES:
+        raise SpaceError("search.prescreen.score", f"must be one of {', '.join(PRESCREEN_SCORES)}", p.score)
+    if not _is_num(p.keep) or not 0 < p.keep < 1:
+        raise SpaceError("search.prescreen.keep", "must be a fraction in (0, 1) (of each pool to train)", p.keep)
+    if not _is_int(p.pool) or p.pool < 2:
+        raise SpaceError("search.prescreen.pool", "must be an integer >= 2 (draws ranked together)", p.pool)
+    if not _is_int(p.batch_size) or p.batch_size < 2:
+        raise SpaceError("search.prescreen.batch_size", "must be an integer >= 2 (NASWOT compares images; "
+                         "train-mode BatchNorm needs two)", p.batch_size)
+    if p.kept >= p.pool:
+        raise SpaceError("search.prescreen.keep", f"must leave some of a pool of {p.pool} untrained "
+                         f"(ceil(keep * pool) < pool)", p.keep)
 
 
 def _check_sampler_options(sampler: str, options: Mapping[str, Any]) -> None:

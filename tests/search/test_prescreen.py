@@ -1,0 +1,107 @@
+"""``search.prescreen``: a real search (Ray, SQLite) where a zero-cost score ranks each pool of
+draws, only the best train, and the skipped ones are in the study with their score and reason."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from optuna.trial import TrialState
+
+from hvsearch.arch import ModelSpec
+from hvsearch.errors import SpaceError
+from hvsearch.space import PRESCREEN_SCORES, parse_space
+from tests.search.conftest import TINY, load, run_cli, write_space
+
+TRIALS = 4
+POOL = 4
+
+
+def _prescreened(d):
+    d["search"].update(trials=TRIALS, seed=1)
+    d["search"]["prescreen"] = {"score": "synflow", "keep": 0.5, "pool": POOL, "batch_size": 16}
+
+
+def test_prescreen_trains_only_the_best_of_each_pool_and_records_the_rest(workdir):
+    from hvsearch.proxies import data_batch, score
+    from hvsearch.space import load_space
+
+    folder, env = workdir
+    path = write_space(folder, _prescreened, name="pre")
+    out = run_cli(["run", str(path)], folder, env).stdout
+    assert "pre-screen: synflow ranks each pool of 4 draws, the best 2 train" in out
+
+    trials = load(folder, "pre").get_trials()
+    trained = [t for t in trials if t.user_attrs["status"] in ("trained", "pruned", "failed")]
+    skipped = [t for t in trials if t.user_attrs["status"] == "skipped"]
+    assert len(trained) == TRIALS, "the trial budget counts trained trials only"
+    # two full pools of 4, 2 trained from each (no draw of this space is invalid or a repeat)
+    assert len(skipped) == TRIALS and len(trials) == 2 * POOL
+
+    pools: dict[tuple, list] = {}
+    for t in trials:
+        pre = t.user_attrs["prescreen"]
+        assert pre["score"] == "synflow" and pre["kept"] == 2 and t.number in pre["pool"]
+        pools.setdefault(tuple(pre["pool"]), []).append(t)
+    assert sorted(len(p) for p in pools.values()) == [POOL, POOL]
+    for members in pools.values():
+        ranked = sorted(members, key=lambda t: t.user_attrs["prescreen"]["rank"])
+        assert [t.user_attrs["prescreen"]["rank"] for t in ranked] == [1, 2, 3, 4]
+        values = [float(t.user_attrs["prescreen"]["value"]) for t in ranked]
+        assert values == sorted(values, reverse=True)
+        assert all(t.user_attrs["status"] != "skipped" for t in ranked[:2])
+        assert all(t.user_attrs["status"] == "skipped" for t in ranked[2:])
+
+    for t in skipped:
+        assert t.state == TrialState.PRUNED, "skipped: PRUNED, so the dashboard and TPE see it"
+        assert not t.intermediate_values and "history" not in t.user_attrs, "never trained"
+        assert t.user_attrs["fail_reason"].startswith("pre-screen: synflow ")
+        assert "the best 2 train" in t.user_attrs["fail_reason"]
+
+    # the recorded score is the real one: recomputed here on the same data batch
+    space = load_space(path)
+    x, y, classes = data_batch(space.data, 32, 16)
+    t = skipped[0]
+    spec = ModelSpec.from_json(t.user_attrs["arch"])
+    again = score(spec, "synflow", (x, y), num_classes=classes, resolution=32)
+    assert math.isclose(again, float(t.user_attrs["prescreen"]["value"]), rel_tol=1e-9)
+
+    # `results` lists the trained ones; the skipped are in trials.csv with their score
+    import pandas as pd
+
+    df = pd.read_csv(folder / "results" / "pre" / "trials.csv")
+    assert (df["status"] == "skipped").sum() == TRIALS
+    assert df.loc[df["status"] == "skipped", "prescreen_rank"].min() == 3
+
+
+def test_prescreen_names_match_the_registered_scores():
+    from hvsearch.proxies import score_names
+
+    assert tuple(score_names()) == PRESCREEN_SCORES
+
+
+@pytest.mark.parametrize("bad, key, rule", [
+    ({"score": "zen"}, "search.prescreen.score", "must be one of synflow"),
+    ({"keep": 1.0}, "search.prescreen.keep", "must be a fraction in (0, 1)"),
+    ({"keep": 0.9, "pool": 4}, "search.prescreen.keep", "must leave some of a pool of 4 untrained"),
+    ({"pool": 1}, "search.prescreen.pool", "must be an integer >= 2"),
+    ({"batch_size": 1}, "search.prescreen.batch_size", "must be an integer >= 2"),
+    ({"top": 3}, "search.prescreen.top", "is not a search.prescreen setting"),
+])
+def test_bad_prescreen_settings_name_key_rule_and_value(bad, key, rule):
+    import yaml
+
+    d = yaml.safe_load(TINY.read_text())
+    d["search"]["prescreen"] = {"score": "synflow", "keep": 0.5, "pool": 4, **bad}
+    with pytest.raises(SpaceError) as e:
+        parse_space(yaml.safe_dump(d))
+    msg = str(e.value)
+    assert msg.startswith(key) and rule in msg and "got" in msg
+
+
+def test_prescreen_defaults_and_kept_count():
+    import yaml
+
+    d = yaml.safe_load(TINY.read_text())
+    d["search"]["prescreen"] = {"keep": 0.3, "pool": 5}
+    pre = parse_space(yaml.safe_dump(d)).search.prescreen
+    assert (pre.score, pre.batch_size, pre.kept) == ("synflow", 64, 2)
