@@ -334,6 +334,47 @@ def _scale_grid(seed, args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("space", help="a search-space YAML file: its train settings are the proxy")
+    p.add_argument("-n", "--archs", type=int, default=20, help="architectures to sample, stratified by "
+                   "dominant mixer and size (default 20)")
+    p.add_argument("--reference-epochs", type=int, default=None,
+                   help="epochs of the reference training (default 5x the space's train.epochs)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample, the zero-cost scores and the "
+                   "bootstrap (default 0)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    p.add_argument("--study", help="name of the calibration (default SPACE-calibrate): studies "
+                   "NAME-proxy and NAME-reference; re-running continues them")
+    p.add_argument("--storage", help="Optuna storage URL or SQLite file (default studies/NAME.db)")
+    p.add_argument("--studies-dir", default="studies")
+    p.add_argument("--results-dir", default="results", help="results/NAME/ is written here")
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: as resources allow)")
+    p.add_argument("--cpus-per-trial", type=float)
+    p.add_argument("--gpus-per-trial", type=float, help="fractions share a GPU: 0.25 = four trials per GPU")
+    p.add_argument("--address", help="join this Ray cluster instead of starting a local one")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+
+
+@command("calibrate", help="rank agreement of cheap proxies (zero-cost scores, short training) with a "
+         "longer reference training, on a stratified sample of a space")
+@arguments(_calibrate_args)
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from hvsearch.proxies.calibrate import run_calibration
+    from hvsearch.space import load_space
+
+    space = load_space(args.space)
+    overrides = {k: getattr(args, k) for k in ("max_concurrent", "cpus_per_trial", "gpus_per_trial")
+                 if getattr(args, k) is not None}
+    if overrides:
+        space = space.with_overrides(**overrides)
+    if args.bootstrap < 100:
+        raise HVSearchError(f"--bootstrap must be >= 100 resamples for a 95% interval, got {args.bootstrap}")
+    run_calibration(space, n=args.archs, reference_epochs=args.reference_epochs, seed=args.seed,
+                    study=args.study, storage=args.storage, address=args.address, num_cpus=args.num_cpus,
+                    n_boot=args.bootstrap, studies_dir=args.studies_dir, results_dir=args.results_dir)
+    return 0
+
+
 # ---- end of commands ------------------------------------------------------------------------
 
 
