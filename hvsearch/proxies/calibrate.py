@@ -240,16 +240,12 @@ def zero_cost_scores(study, candidates: list[Candidate], space, *, seed: int = 0
                      out: IO[str] | None = None) -> dict[str, dict[str, float]]:
     """arch id -> {score: value} for every zero-cost score, computed once and kept in ``study``'s
     user attr ``zero_cost`` (non-finite values as text: JSON has no infinities)."""
-    import torch
-
     from hvsearch.proxies.zero_cost import data_batch, score
 
     kept: dict[str, dict[str, Any]] = dict(study.user_attrs.get("zero_cost") or {})
     todo = [c for c in candidates if set(ZERO_COST) - set(kept.get(c.spec.arch_id, {}))]
     batches: dict[int, tuple] = {}
     t0 = time.monotonic()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(threads, 1))
     for i, c in enumerate(todo):
         res = c.spec.resolution
         if res not in batches:
