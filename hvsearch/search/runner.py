@@ -197,7 +197,7 @@ def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, ad
         deadline = (say.t0 + space.search.time_budget) if space.search.time_budget else None
         ckpt_root = study_dir / "checkpoints"
         searcher = StudySearcher(space, opened, sampler, _cost_fn(space), epochs, checkpoint_root=ckpt_root,
-                                 deadline=deadline, slots=remaining)
+                                 deadline=deadline, slots=remaining, say=say)
         scheduler = TellingASHA(searcher.asha_stopped, time_attr="epoch", max_t=epochs,
                                 grace_period=space.search.grace_period,
                                 reduction_factor=space.search.reduction_factor)

@@ -43,8 +43,9 @@ HISTORY_KEYS = ("epoch", "train_loss", "val_top1", "val_top5", "images_per_s", "
 class StudySearcher(OptunaSearch):
     def __init__(self, space: Space, opened: st.Opened, sampler, cost_fn: Callable, epochs: int,
                  checkpoint_root: Path | None = None, deadline: float | None = None,
-                 slots: int | None = None):
+                 slots: int | None = None, say: Callable[[str], None] | None = None):
         self.space = space
+        self.say = say  # progress lines (the runner's), or None
         self.prescreen = space.search.prescreen
         self.slots_left = slots if slots is not None else space.search.trials  # trials still to start
         self._queue: list[tuple[str, dict]] = []  # (_ot_trials key, config) the pre-screen kept
@@ -155,6 +156,10 @@ class StudySearcher(OptunaSearch):
             del self._ot_trials[key]
             self._seen.pop(config["arch_id"], None)  # not trained: a later pool may draw it again
             self.counts["skipped"] += 1
+        if self.say is not None:
+            ranked = [f"trial {numbers[i]} {_fmt(scored[i][0])}" for i in order]
+            self.say(f"pre-screen ({pre.score}): {', '.join(ranked[:kept])} kept; "
+                     f"{', '.join(ranked[kept:]) or 'none'} skipped")
 
     def _take(self, trial_id: str) -> dict:
         key, config = self._queue.pop(0)

@@ -29,6 +29,7 @@ def test_prescreen_trains_only_the_best_of_each_pool_and_records_the_rest(workdi
     path = write_space(folder, _prescreened, name="pre")
     out = run_cli(["run", str(path)], folder, env).stdout
     assert "pre-screen: synflow ranks each pool of 4 draws, the best 2 train" in out
+    assert out.count("pre-screen (synflow): trial ") == 2 and out.count(" kept; trial ") == 2
 
     trials = load(folder, "pre").get_trials()
     trained = [t for t in trials if t.user_attrs["status"] in ("trained", "pruned", "failed")]
