@@ -18,6 +18,8 @@
 4. **Correlate** every cheap score — the zero-cost scores, params, FLOPs, the proxy's accuracy
    after each epoch (``proxy@1`` is what ASHA's first rung sees) and at its end (``proxy``) —
    with the reference accuracy: Kendall τ-b and Spearman ρ with bootstrap confidence intervals,
+   plus the reference run's own accuracy every proxy-length of epochs (``reference@k``: what a
+   proxy k epochs long on the reference's schedule would see, free since it is the same run),
    and how many of the reference's top quarter a pre-screen keeping the score's better half would
    keep. Written to ``results/<name>/``: ``calibration.csv`` (the table), ``archs.csv`` (one row
    per architecture) and ``calibration.png`` (a scatter per score).
@@ -222,7 +224,7 @@ def run_calibration(space, *, n: int = DEFAULT_N, reference_epochs: int | None =
     proxy = load_study(names["proxy"], url)
     reference = load_study(names["reference"], url)
     scores = zero_cost_scores(proxy, candidates, space, seed=seed, out=out)
-    archs = arch_table(candidates, proxy, reference, scores)
+    archs = arch_table(candidates, proxy, reference, scores, prefix_every=proxy_epochs, reference_epochs=ref_epochs)
     table = correlation_table(archs, n_boot=n_boot, seed=seed)
     out_dir = write_calibration(archs, table, Path(results_dir) / base,
                                 title=f"{space.name}: {len(archs)} architectures, reference "
@@ -267,9 +269,11 @@ def zero_cost_scores(study, candidates: list[Candidate], space, *, seed: int = 0
     return {aid: {k: float(v) for k, v in vals.items()} for aid, vals in kept.items()}
 
 
-def arch_table(candidates: list[Candidate], proxy, reference, scores: dict[str, dict[str, float]]) -> pd.DataFrame:
+def arch_table(candidates: list[Candidate], proxy, reference, scores: dict[str, dict[str, float]], *,
+               prefix_every: int | None = None, reference_epochs: int | None = None) -> pd.DataFrame:
     """One row per sampled architecture: stratum, cost, zero-cost scores, proxy accuracy per epoch,
-    reference accuracy (NaN where a training did not complete)."""
+    reference accuracy (NaN where a training did not complete) and, every ``prefix_every``
+    epochs before its end, the reference run's own accuracy so far (``reference@k``)."""
     from hvsearch.search import study as st
 
     def by_arch(study) -> dict[str, Any]:
@@ -298,6 +302,10 @@ def arch_table(candidates: list[Candidate], proxy, reference, scores: dict[str, 
         for epoch, value in sorted((p.intermediate_values if p else {}).items()):
             row[f"proxy@{epoch}"] = value
         row["proxy"] = _final(p)
+        if prefix_every and reference_epochs:
+            curve = r.intermediate_values if not math.isnan(_final(r)) else {}  # completed runs only
+            for k in range(prefix_every, reference_epochs, prefix_every):
+                row[f"reference@{k}"] = curve.get(k, math.nan)
         row["reference"] = _final(r)
         row["proxy_status"] = p.user_attrs.get(st.ATTR_STATUS) if p else "not run"
         row["reference_status"] = r.user_attrs.get(st.ATTR_STATUS) if r else "not run"
@@ -322,7 +330,8 @@ def _final(trial) -> float:
 def cheap_scores(archs: pd.DataFrame) -> list[str]:
     """The columns of ``archs`` that are cheap scores, in table order."""
     epochs = sorted((c for c in archs.columns if c.startswith("proxy@")), key=lambda c: int(c.split("@")[1]))
-    return [*ZERO_COST, "params", "flops", *epochs, "proxy"]
+    prefixes = sorted((c for c in archs.columns if c.startswith("reference@")), key=lambda c: int(c.split("@")[1]))
+    return [*ZERO_COST, "params", "flops", *epochs, "proxy", *prefixes]
 
 
 def correlation_table(archs: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
@@ -336,7 +345,8 @@ def correlation_table(archs: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0)
     scores = archs[cols].astype(float)
     table = correlate(scores, archs["reference"].astype(float), n_boot=n_boot, seed=seed)
     kind = {**{k: "zero-cost" for k in ZERO_COST}, "params": "size", "flops": "size"}
-    table.insert(1, "kind", [kind.get(s, "training") for s in table["score"]])
+    table.insert(1, "kind", [kind.get(s, "reference prefix" if s.startswith("reference@") else "training")
+                             for s in table["score"]])
     return table
 
 

@@ -89,7 +89,10 @@ def test_calibrate_end_to_end_writes_the_table_and_continues(workdir):
     assert set(archs["family"]) == {"cmt_attn", "hire"}
     ref_acc = {t.user_attrs["arch_id"]: t.values[0] for t in ref.trials}
     assert archs["reference"].tolist() == [ref_acc[a] for a in archs["arch_id"]]
-    assert set(table["score"]) == {"synflow", "naswot", "grad_norm", "snip", "params", "flops", "proxy@1", "proxy"}
+    assert set(table["score"]) == {"synflow", "naswot", "grad_norm", "snip", "params", "flops", "proxy@1", "proxy",
+                                   "reference@2"}
+    ref_curve = {t.user_attrs["arch_id"]: t.intermediate_values[2] for t in ref.trials}
+    assert archs["reference@2"].tolist() == [ref_curve[a] for a in archs["arch_id"]]
     assert (table["n"] == N).all()
     for row in table.itertuples():
         if math.isnan(row.kendall_tau):  # a score constant over the sample (possible on tiny data)
