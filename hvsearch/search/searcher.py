@@ -10,6 +10,9 @@ stopped the trial before its last epoch. It also
   drawn when the part owning it is drawn), then validates, counts the cost and checks the
   constraints in :meth:`suggest`; a draw that breaks a rule or a constraint, or repeats an
   architecture already trained, is recorded FAIL with the reason and never reaches a worker;
+* with ``search.prescreen``, draws a pool of admitted candidates per trial slot, scores each
+  with a zero-cost score in the driver, queues the best ``ceil(keep · pool)`` for the next slots
+  and tells the study PRUNED (status ``skipped``, score, rank and reason) for the rest;
 * stores the learning curve with the storage's own setter, so multi-objective studies (where
   ``Trial.report`` is not allowed) get curves too, with step = epoch (Tune's
   ``training_iteration`` restarts at 1 when a re-queued trial resumes from its checkpoint, whose
