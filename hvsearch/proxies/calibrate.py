@@ -210,7 +210,8 @@ def run_calibration(space, *, n: int = DEFAULT_N, reference_epochs: int | None =
           f"{base}-reference in {url}", file=out, flush=True)
     candidates = stratified_sample(space, n, seed=seed, out=out)
     names = {"proxy": f"{base}-proxy", "reference": f"{base}-reference"}
-    started = init_ray(address, num_cpus)
+    # one Ray for both trainings (started only when something is left to train)
+    started = init_ray(address, num_cpus) if not all(_finished(names[r], url, n) for r in names) else False
     try:
         for role, epochs in (("proxy", proxy_epochs), ("reference", ref_epochs)):
             print(f"--- {role} training: {epochs} epoch(s) per architecture", file=out, flush=True)
@@ -234,6 +235,19 @@ def run_calibration(space, *, n: int = DEFAULT_N, reference_epochs: int | None =
     print(render(table), file=out)
     print(f"written {out_dir}/calibration.csv, archs.csv, calibration.png", file=out, flush=True)
     return Calibration(table, archs, out_dir, names["proxy"], names["reference"], url)
+
+
+def _finished(study: str, url: str, n: int) -> bool:
+    """Whether ``study`` exists in ``url`` with its ``n`` trainings done."""
+    import optuna
+
+    from hvsearch.search import study as st
+
+    storage = st.open_storage(url)
+    if study not in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+        return False
+    done = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+    return sum(t.user_attrs.get(st.ATTR_STATUS) in st.TRAINED_STATUSES for t in done) >= n
 
 
 # ---- scores -----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from scipy import stats as sps
 from hvsearch.arch import ModelSpec
 from hvsearch.proxies.calibrate import CalibrationError, count_params, dominant_mixer, stratified_sample
 from hvsearch.space import load_space
-from tests.search.conftest import TINY, hvsearch_cmd, run_cli, write_space
+from tests.search.conftest import TINY, run_cli, write_space
 
 N = 6
 PROXY_EPOCHS = 2
@@ -111,14 +111,13 @@ def test_calibrate_end_to_end_writes_the_table_and_continues(workdir):
     pd.testing.assert_frame_equal(pd.read_csv(res / "calibration.csv"), table)
 
 
-def test_calibrate_refuses_a_reference_no_longer_than_the_proxy(workdir):
-    import subprocess
+def test_calibrate_refuses_a_reference_no_longer_than_the_proxy(tmp_path, capsys):
+    from hvsearch.cli import main
 
-    folder, env = workdir
-    path = write_space(folder, _short, name="bad")
-    proc = subprocess.run(hvsearch_cmd("calibrate", str(path), "--reference-epochs", "2"), cwd=folder, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "--reference-epochs must be an integer above the proxy's train.epochs 2" in proc.stderr
-    assert "got 2" in proc.stderr
-    assert not (folder / "studies" / "bad-calibrate.db").exists(), "nothing is created for a refused run"
+    path = write_space(tmp_path, _short, name="bad")
+    code = main(["calibrate", str(path), "--reference-epochs", "2", "--studies-dir", str(tmp_path / "studies")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "--reference-epochs must be an integer above the proxy's train.epochs 2" in err
+    assert "got 2" in err
+    assert not (tmp_path / "studies").exists(), "nothing is created for a refused run"
