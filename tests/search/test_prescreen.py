@@ -106,3 +106,48 @@ def test_prescreen_defaults_and_kept_count():
     d["search"]["prescreen"] = {"keep": 0.3, "pool": 5}
     pre = parse_space(yaml.safe_dump(d)).search.prescreen
     assert (pre.score, pre.batch_size, pre.kept) == ("synflow", 64, 2)
+
+
+def _searcher(tmp_path, slots: int):
+    """A StudySearcher on a fresh study of the pre-screened tiny space, driven directly (no Ray
+    cluster: the searcher is the driver-side half of a run)."""
+    from hvsearch.search import study as st
+    from hvsearch.search.runner import _cost_fn
+    from hvsearch.search.searcher import StudySearcher
+    from hvsearch.space import load_space
+
+    space = load_space(write_space(tmp_path, _prescreened, name="direct"))
+    url = st.storage_url("direct", None, tmp_path / "studies")
+    opened = st.open_for_run(space, "direct", url, resume=False)
+    lines: list[str] = []
+    searcher = StudySearcher(space, opened, st.make_sampler(space), _cost_fn(space), epochs=3,
+                             slots=slots, say=lines.append)
+    return searcher, opened, lines
+
+
+def test_kept_candidates_the_search_never_started_are_requeued(tmp_path):
+    searcher, opened, lines = _searcher(tmp_path, slots=3)
+    config = searcher.suggest("tune-a")  # draws and scores a pool of 4, keeps 2, hands out the best
+    assert config["optuna_trial"] in range(POOL)
+    assert len(lines) == 1 and lines[0].startswith("pre-screen (synflow): ") and " kept; " in lines[0]
+    held = searcher.release_queue("the search stopped before it started")
+    assert len(held) == 1
+
+    trials = opened.study.get_trials()
+    status = {t.number: t.user_attrs.get("status") for t in trials[:POOL]}
+    assert sorted(status.values()) == ["interrupted", "running", "skipped", "skipped"]
+    (n_held,) = held
+    assert status[n_held] == "interrupted" and trials[n_held].state == TrialState.FAIL
+    assert trials[n_held].user_attrs["prescreen"]["rank"] == 2
+    # re-queued: the next ask of the study gets the held candidate's exact knobs
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].params == {} and waiting[0].system_attrs["fixed_params"] == trials[n_held].params
+
+
+def test_the_last_slot_keeps_only_one_candidate(tmp_path):
+    searcher, opened, _ = _searcher(tmp_path, slots=1)
+    searcher.suggest("tune-a")
+    assert searcher.release_queue("unused") == []
+    skipped = [t for t in opened.study.get_trials() if t.user_attrs.get("status") == "skipped"]
+    assert len(skipped) == POOL - 1
+    assert all(t.user_attrs["prescreen"]["kept"] == 1 for t in skipped)
