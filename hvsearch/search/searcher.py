@@ -137,8 +137,9 @@ class StudySearcher(OptunaSearch):
             scored.append((value, key, config, error))
         # best first; ties keep the draw order (stable sort)
         order = sorted(range(len(scored)), key=lambda i: -scored[i][0])
-        kept = min(pre.kept if len(pool) == pre.pool else max(1, math.ceil(pre.keep * len(pool) - 1e-9)),
-                   max(self.slots_left, 1))
+        # ceil(keep · pool) of a full pool (Prescreen.kept), of a short one at the space's end,
+        # and never more than the trial slots left
+        kept = min(max(1, math.ceil(pre.keep * len(pool) - 1e-9)), max(self.slots_left, 1))
         numbers = [self._ot_trials[key].number for _, key, _, _ in scored]
         for rank, i in enumerate(order, start=1):
             value, key, config, error = scored[i]
