@@ -14,13 +14,13 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 
 import hvsearch  # noqa: F401  (before timm)
-import pandas as pd
 import torch
 
 from hvsearch.models import build_model, get_seed, seed_names
+
+from _report import report  # benchmarks/_report.py
 
 
 def _sync(device: torch.device) -> None:
@@ -77,15 +77,7 @@ def main() -> None:
                    "images_per_s": args.batch / sec, "load_1min": load}
             rows.append(row)
             print(f"{name:16s} {res:4d}px  {1e3 * sec:9.1f} ms  {args.batch / sec:9.1f} img/s", flush=True)
-    df = pd.DataFrame(rows)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out, index=False)
-    print()
-    print(df.to_string(index=False, float_format="{:.1f}".format))
-    if device.type == "cpu" and (df["load_1min"] > os.cpu_count()).any():
-        print(f"\nwarning: load average above {os.cpu_count()} during the run; numbers are inflated")
-    print(f"\nwritten {out}")
+    report(rows, args.out)
 
 
 if __name__ == "__main__":

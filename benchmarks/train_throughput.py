@@ -22,10 +22,8 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 
 import hvsearch  # noqa: F401  (before timm)
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -34,11 +32,9 @@ from hvsearch.train import TrainConfig
 from hvsearch.train.augment import TrainTransform
 from hvsearch.train.proxy import build_training, train_one_epoch
 
+from _report import cpu_count, report  # benchmarks/_report.py
+
 NUM_CLASSES = 10  # like CIFAR-10 and the synthetic set; the head's size barely matters
-
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def wait_for_quiet(max_wait: float) -> float:
@@ -119,16 +115,7 @@ def main() -> None:
                 print(f"{name:16s} {dev:4s} {res:4d}px batch {batch:4d}  "
                       + (f"{rate:9.1f} img/s  (load {row['load_1min']:.1f})" if rate != "OOM" else "OOM"),
                       flush=True)
-    df = pd.DataFrame(rows)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out, index=False)
-    print()
-    print(df.to_string(index=False, float_format="{:.1f}".format))
-    cores = cpu_count()
-    if "load_1min" in df and (df["load_1min"] >= cores).any():
-        print(f"\nwarning: load average >= {cores} cores during some CPU measurements; those are pessimistic")
-    print(f"\nwritten {out}")
+    report(rows, args.out)
 
 
 if __name__ == "__main__":
