@@ -91,10 +91,12 @@ def _check_args(p: argparse.ArgumentParser) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     from hvsearch.search.check import check_space
     from hvsearch.space import load_space
+    from hvsearch.train.sources import check_data
 
     space = load_space(args.space)
     if args.samples < 1:
         raise HVSearchError(f"--samples must be >= 1, got {args.samples}")
+    check_data(space.data)
     report = check_space(space, samples=args.samples, seed=args.seed, count=not args.no_cost,
                          progress=sys.stderr.isatty())
     print(report.render())
@@ -266,7 +268,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML with `train:` and `data:` sections (the flags below override it)")
     d = p.add_argument_group("data (default: the embedded synthetic set, no files needed)")
     d.add_argument("--data", choices=DATASETS, help="data set")
-    d.add_argument("--data-root", help="folder with the cifar10/cifar100/imagefolder files")
+    d.add_argument("--data-root", help="folder with the data set's files (optional for fashion_mnist, mnist, "
+                   "kmnist: $HVSEARCH_DATA/NAME and /usr/share/datasets/NAME are searched)")
     d.add_argument("--val-split", type=float, help="share of train held out for validation (0 = own val/test)")
     d.add_argument("--data-seed", type=int, help="seed of the held-out split and the training subset")
     t = p.add_argument_group("training (defaults: hvsearch.train.config.TrainConfig)")
@@ -296,7 +299,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 @arguments(_train_args)
 def cmd_train(args: argparse.Namespace) -> int:
     from hvsearch.models.report import load_arch
-    from hvsearch.train.run import default_run_dir, load_configs, run_training
+    from hvsearch.train.run import load_configs, run_training
 
     flags = vars(args)
     train_keys = ("epochs", "resolution", "fraction", "batch_size", "lr", "weight_decay", "warmup_epochs",
@@ -310,12 +313,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    run_dir = args.out or default_run_dir(spec, data)
-    result = run_training(spec, train, data, run_dir, resume=not args.no_resume)
+    result = run_training(spec, train, data, args.out, resume=not args.no_resume)
     best = max(result.history, key=lambda m: m["val_top1"])
     print(f"best val top-1 {best['val_top1']:.2f}% (epoch {best['epoch']}), last {result.metrics['val_top1']:.2f}%; "
           f"{result.params / 1e6:.3f} M params")
-    print(f"written {run_dir}/metrics.csv, config.yaml, checkpoint.pt")
+    print(f"written {result.checkpoint.parent}/metrics.csv, config.yaml, checkpoint.pt")
     return 0
 
 

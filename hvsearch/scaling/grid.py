@@ -53,17 +53,19 @@ def grid_space(seed: ModelSpec, rules: list[ScalingRule], train, data, *, name: 
                max_concurrent: int | None = None, seed_value: int = 0):
     """A :class:`~hvsearch.space.Space` whose candidates are the φ=1 members of ``seed``.
 
-    Each member trains with ``num_classes`` of the data and at the proxy resolution times its γ."""
+    Each member trains with the data's classes and channels and at the proxy resolution times its γ."""
     from hvsearch.space.schema import Constraints, Resources, SearchSettings, Space
+    from hvsearch.train.sources import data_shape
 
     base_res = proxy_resolution or train.resolution
+    num_classes, in_chans = data_shape(data)
     archs: dict[str, dict[str, Any]] = {}
     for rule in rules:
         member = scale(seed, 1.0, rule).spec
         # Trained at the proxy resolution scaled by γ; built there too, so position-bias tables
         # are sized for the size it trains at.
-        member = member.replace(resolution=snap_resolution(base_res * rule.gamma), num_classes=data_classes(data),
-                                name=f"{seed.name or 'arch'}_{candidate_label(rule)}")
+        member = member.replace(resolution=snap_resolution(base_res * rule.gamma), num_classes=num_classes,
+                                in_chans=in_chans, name=f"{seed.name or 'arch'}_{candidate_label(rule)}")
         archs[candidate_label(rule)] = member.validate().to_dict()
     search = SearchSettings(sampler="grid", seed=seed_value, objectives=("accuracy",), trials=len(archs),
                             grace_period=train.epochs, reduction_factor=2)
@@ -73,17 +75,6 @@ def grid_space(seed: ModelSpec, rules: list[ScalingRule], train, data, *, name: 
                                      max_concurrent=max_concurrent),
                  constraints=Constraints(), train=dataclasses.replace(train, resolution=base_res), data=data,
                  source=f"scale --grid {seed.name}", raw=raw)
-
-
-def data_classes(data) -> int:
-    """Classes of the data set: fixed for the built-in sets, the class folders of an ImageFolder."""
-    from hvsearch.space.schema import DATASET_CLASSES
-
-    if data.name in DATASET_CLASSES:
-        return DATASET_CLASSES[data.name]
-    from hvsearch.train.data import scan_image_folder
-
-    return len(scan_image_folder(Path(data.root).expanduser() / "train")[0])
 
 
 def run_grid(seed: ModelSpec, *, step: float = 0.1, tol: float = 0.05, train=None, data=None,

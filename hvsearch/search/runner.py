@@ -127,9 +127,15 @@ def run_search(space: Space, *, study: str | None = None, storage: str | None = 
                address: str | None = None, resume: bool = False, num_cpus: int | None = None,
                studies_dir: str | Path = "studies", results_dir: str | Path | None = "results",
                out: IO[str] | None = None) -> RunSummary:
-    """Run (or continue) the search a space describes; see the module docstring."""
+    """Run (or continue) the search a space describes; see the module docstring.
+
+    Raises :class:`~hvsearch.errors.DataError` before any study is opened or created when the
+    space's data cannot be found (instead of every trial failing on it)."""
     import optuna
 
+    from hvsearch.train.sources import check_data
+
+    check_data(space.data)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("ray.tune.tune").addFilter(_DropTuneAdvice())
     out = out or sys.stdout

@@ -2,7 +2,8 @@
 
     name: hybrid              # default study name (default: the file's stem)
     description: ...          # optional, free text
-    data:  {...}              # hvsearch.train.DataConfig fields (default: the synthetic set)
+    data:  {...}              # hvsearch.train.DataConfig fields (default: the synthetic set); a
+                              # relative root is relative to this file's folder
     train: {...}              # hvsearch.train.TrainConfig fields: the proxy training of a trial
     search:
       sampler: tpe            # tpe | random | nsga2
@@ -23,7 +24,8 @@
       max_params: 3M          # plain numbers or K / M / G suffixes
       max_flops: 100M         # multiply-adds
       resolution: 224         # where FLOPs are counted (default: arch.resolution)
-    arch: {...}               # the architecture space (hvsearch.space.arch)
+    arch: {...}               # the architecture space (hvsearch.space.arch); resolution,
+                              # num_classes and in_chans come from train and data
 
 Every rule is checked when the file is loaded; a broken file raises
 :class:`~hvsearch.errors.SpaceError` naming the key path, the rule and the value.
@@ -173,14 +175,17 @@ def load_space(path: str | Path) -> Space:
     if not p.is_file():
         raise SpaceError("", f"space file {p} does not exist", None, show_value=False)
     try:
-        return parse_space(p.read_text(), source=str(p), default_name=p.stem)
+        return parse_space(p.read_text(), source=str(p), default_name=p.stem, folder=p.parent)
     except SpaceError as e:
         e.file = str(p)
         e.args = (f"{p}: {e.args[0]}",)
         raise
 
 
-def parse_space(text: str, source: str = "<string>", default_name: str = "space") -> Space:
+def parse_space(text: str, source: str = "<string>", default_name: str = "space",
+                folder: str | Path | None = None) -> Space:
+    """Parse and validate a space; a relative ``data.root`` is taken relative to ``folder``
+    (the file's folder; default the current one) and stored absolute."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -201,6 +206,7 @@ def parse_space(text: str, source: str = "<string>", default_name: str = "space"
     if not isinstance(data.get("description", ""), str):
         raise SpaceError("description", "must be a string", data["description"])
     train, data_cfg = _train_and_data(data)
+    data_cfg = data_cfg.anchored(Path.cwd() if folder is None else folder)
     search = _parse_search(data.get("search", {}), train)
     resources = _parse_resources(data.get("resources", {}))
     defaults = _arch_defaults(train, data_cfg)
@@ -211,17 +217,14 @@ def parse_space(text: str, source: str = "<string>", default_name: str = "space"
                  train=train, data=data_cfg, source=source, raw=dict(data))
 
 
-# Classes of the built-in data sets (an image folder's count is only known from its files).
-DATASET_CLASSES = {"synthetic": 10, "cifar10": 10, "cifar100": 100}
-
-
 def _arch_defaults(train: Any, data_cfg: Any) -> dict[str, Any]:
     """What the train and data sections fix about every architecture: it is built at the proxy's
-    input size (rules like "region <= the feature size" hold at that size), for the data's classes."""
-    out: dict[str, Any] = {"resolution": train.resolution, "in_chans": 3}
-    if data_cfg.name in DATASET_CLASSES:
-        out["num_classes"] = DATASET_CLASSES[data_cfg.name]
-    return out
+    input size (rules like "region <= the feature size" hold at that size), for the data's classes
+    and channels (so that costs and ``constraints`` count the real stem and head)."""
+    from hvsearch.train.sources import data_shape
+
+    num_classes, in_chans = data_shape(data_cfg)
+    return {"resolution": train.resolution, "num_classes": num_classes, "in_chans": in_chans}
 
 
 def _train_and_data(data: Mapping[str, Any]):
@@ -250,7 +253,7 @@ def _check_arch_vs_data(arch: ArchSpace, data_defaults: Mapping[str, Any]) -> No
     from hvsearch.space.params import Fixed
 
     source = {"resolution": "train.resolution", "num_classes": "the data set's class count",
-              "in_chans": "the data's 3 colour channels"}
+              "in_chans": "the data's channel count"}
     for name in ("num_classes", "in_chans", "resolution"):
         param = arch.fields.get(name)
         if name in data_defaults and param is not None and not isinstance(param, Fixed):

@@ -83,11 +83,12 @@ class EvalTransform:
 
 
 class Normalise:
-    """``(x - 255·mean) / (255·std)`` for uint8-valued images, per channel."""
+    """``(x - 255·mean) / (255·std)`` for uint8-valued images, per channel: ``mean`` and ``std``
+    hold one value per channel of the images (3 for RGB, 1 for grey-scale)."""
 
     def __init__(self, mean, std):
-        self.mean = torch.tensor(mean).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(std).view(1, 3, 1, 1) * 255
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.mean.device != x.device:  # once: a host copy every batch would stall the GPU's queue

@@ -10,18 +10,27 @@ A search-space YAML embeds these as its ``train:`` and ``data:`` sections, and `
 naming the key path (``train.lr must be > 0, got -1``); ``to_dict`` gives the plain mapping back.
 Rules that need the data or the hardware (does the root exist, is CUDA there) are checked when a
 run starts, by :mod:`hvsearch.train.data` and :mod:`hvsearch.train.proxy`.
+
+A relative ``data.root`` in a file means relative to that file's folder: whoever reads the file
+anchors it there (:meth:`DataConfig.anchored`), so that Ray trials, which run in a folder of
+their own, find the data.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 from hvsearch.arch.components import coerce
 from hvsearch.errors import SpecError
 
-DATASETS = ("synthetic", "cifar10", "cifar100", "imagefolder")
+#: The 28×28 grey-scale sets in IDX files (read by :mod:`hvsearch.train.idx`, which finds their
+#: files without a root).
+IDX_DATASETS = ("fashion_mnist", "mnist", "kmnist")
+DATASETS = ("synthetic", "cifar10", "cifar100", "imagefolder", *IDX_DATASETS)
 DEVICES = ("auto", "cpu", "cuda")
 RESOLUTION_MULTIPLE = 32  # the backbones' total stride
 
@@ -52,9 +61,11 @@ class TrainConfig:
     resolution: int = 32
     #: Class-balanced share of the training split used (nested: 0.25 ⊂ 0.5 for one data seed).
     fraction: float = 1.0
-    #: Random-resized-crop area range; None = the data set's default (none for synthetic).
+    #: Random-resized-crop area range; None = the data set's default (none for synthetic and the
+    #: IDX sets, 0.35-1 for CIFAR, 0.08-1 for image folders).
     crop_scale: tuple[float, float] | None = None
-    #: Horizontal-flip probability; None = the data set's default (0.5 for all built-in sets).
+    #: Horizontal-flip probability; None = the data set's default (0.5, but 0 for mnist and
+    #: kmnist: a mirrored digit or character is another symbol).
     hflip: float | None = None
     #: Mixup / CutMix alpha (0 = off), through timm's ``Mixup`` with soft-target cross-entropy.
     mixup: float = 0.0
@@ -135,14 +146,18 @@ class TrainConfig:
 class DataConfig:
     """Where the images come from and how the validation split is made."""
 
-    #: ``synthetic`` (embedded, no files), ``cifar10``, ``cifar100`` or ``imagefolder``.
+    #: ``synthetic`` (embedded, no files), ``cifar10``, ``cifar100``, ``imagefolder``, or one of
+    #: the IDX sets ``fashion_mnist``, ``mnist``, ``kmnist``.
     name: str = "synthetic"
     #: CIFAR: the ``cifar-10-batches-py`` / ``cifar-100-python`` folder or the folder holding it;
-    #: image folder: the folder with ``train/<class>/*`` (and optionally ``val/<class>/*``).
+    #: image folder: the folder with ``train/<class>/*`` (and optionally ``val/<class>/*``); IDX
+    #: sets: the folder with their four files (optional: ``$HVSEARCH_DATA/<name>`` and
+    #: ``/usr/share/datasets/<name>`` are searched). Relative: to the file that sets it.
     root: str | None = None
     #: Share of the training images held out (class-balanced) to validate on. 0 = validate on
-    #: the data set's own split (CIFAR test batch, ``val/`` folder, synthetic test set); a search
-    #: should select on a held-out split, never on the test set.
+    #: the data set's own split (CIFAR and IDX test set, synthetic test set); a search should
+    #: select on a held-out split, never on the test set. An image folder with a ``val/``
+    #: folder validates on it, whatever this says.
     val_split: float = 0.1
     #: Seed of the held-out split, of the training subsets and of the synthetic images: fixed
     #: across a search's trials so every trial sees the same images.
@@ -158,7 +173,7 @@ class DataConfig:
 
     def validate(self, path: str = "data") -> None:
         _one_of(self.name, DATASETS, f"{path}.name")
-        if self.name != "synthetic" and not self.root:
+        if self.name not in ("synthetic", *IDX_DATASETS) and not self.root:
             raise SpecError(f"{path}.root", f"is required for the {self.name} data set "
                             "(the folder holding its files)", self.root)
         if not 0 <= self.val_split < 1:
@@ -179,6 +194,14 @@ class DataConfig:
 
     def replace(self, **changes: Any) -> "DataConfig":
         return dataclasses.replace(self, **changes)
+
+    def anchored(self, folder: str | Path) -> "DataConfig":
+        """A copy whose ``root`` is absolute: ``~`` expanded, a relative root taken relative to
+        ``folder`` (the folder of the file that set it, or the current one for a command line)."""
+        if not self.root:
+            return self
+        root = Path(self.root).expanduser()
+        return self.replace(root=os.path.normpath(Path(folder).expanduser().absolute() / root))
 
 
 # ---- parsing helpers ------------------------------------------------------------------------

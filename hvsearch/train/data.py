@@ -1,19 +1,24 @@
 """Data for proxy training, all offline: the embedded synthetic set, CIFAR-10/100 in their python
-pickle format, and ImageNet-style image folders decoded with Pillow.
+pickle format, Fashion-MNIST, MNIST and KMNIST in their IDX files, and ImageNet-style image
+folders decoded with Pillow.
 
-Every data set comes out as datasets of ``(uint8 CHW tensor, int label)``; random-resized crop,
-flip, normalisation and mixup then run on whole batches on the training device
-(:mod:`hvsearch.train.augment`). The validation split is held out of the training images,
-class-balanced, from ``data.seed``; the training subset (``train.fraction``) is class-balanced and
-nested, from the same seed, so all trials of a search see the same images.
+Every data set comes out as datasets of ``(uint8 CHW tensor, int label)`` (C = 3, or 1 for the
+grey-scale IDX sets: :attr:`DataSplits.in_chans`); random-resized crop, flip, normalisation and
+mixup then run on whole batches on the training device (:mod:`hvsearch.train.augment`). The
+validation split is held out of the training images, class-balanced, from ``data.seed``; the
+training subset (``train.fraction``) is class-balanced and nested, from the same seed, so all
+trials of a search see the same images.
 
 Layouts read:
 
 * ``cifar10``: ``data_batch_1`` … ``data_batch_5``, ``test_batch``, ``batches.meta`` in ``root`` or
   in ``root/cifar-10-batches-py`` (the "python version" archive, extracted).
 * ``cifar100``: ``train``, ``test``, ``meta`` in ``root`` or ``root/cifar-100-python``; fine labels.
+* ``fashion_mnist``, ``mnist``, ``kmnist``: the four IDX files, see :mod:`hvsearch.train.idx`
+  (found without a root too); 28×28 padded to 32×32.
 * ``imagefolder``: ``root/train/<class>/**/*.{jpg,jpeg,png,bmp,webp,...}`` and optionally
-  ``root/val/<class>/...`` (its classes must be among train's).
+  ``root/val/<class>/...`` (its classes must be among train's); when ``val/`` is there it is the
+  validation split.
 """
 from __future__ import annotations
 
@@ -30,35 +35,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hvsearch.errors import DataError
-from hvsearch.train import synthetic
+from hvsearch.train import idx, synthetic
 from hvsearch.train.config import DataConfig
+from hvsearch.train.sources import CIFAR, RGB, CifarFormat, cifar_folder, class_folders, image_folder_train
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
-
-
-@dataclass(frozen=True)
-class CifarFormat:
-    folder: str
-    train_files: tuple[str, ...]
-    test_files: tuple[str, ...]
-    meta_file: str
-    label_key: str
-    names_key: str
-    num_classes: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-
-CIFAR = {
-    "cifar10": CifarFormat("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
-                           "batches.meta", "labels", "label_names", 10, CIFAR10_MEAN, CIFAR10_STD),
-    "cifar100": CifarFormat("cifar-100-python", ("train",), ("test",), "meta", "fine_labels", "fine_label_names",
-                            100, CIFAR100_MEAN, CIFAR100_STD),
-}
 
 
 @dataclass
@@ -66,20 +49,24 @@ class DataSplits:
     """The training subset and the validation split, and how to present them to a model.
 
     ``image_size`` is the side of the square uint8 images ``train`` yields (32 for the in-memory
-    sets; the decode size for image folders); ``val`` yields images of ``val_size``. The crop and
-    flip defaults apply where the training config leaves them unset.
+    sets; the decode size for image folders); ``val`` yields images of ``val_size``; both have
+    ``in_chans`` channels, and ``mean``/``std`` one value per channel. The crop and flip defaults
+    apply where the training config leaves them unset. ``notes`` are things a user should know
+    about how the splits were made (e.g. a setting that was ignored).
     """
 
     train: Dataset
     val: Dataset
     classes: tuple[str, ...]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     image_size: int
     val_size: int
     crop_scale: tuple[float, float] | None
     hflip: float
     in_memory: bool
+    in_chans: int
+    notes: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -89,7 +76,7 @@ class DataSplits:
 # ---- datasets -------------------------------------------------------------------------------
 
 class TensorImages(Dataset):
-    """Images already in memory as one uint8 N×3×H×W tensor (synthetic, CIFAR)."""
+    """Images already in memory as one uint8 N×C×H×W tensor (synthetic, CIFAR, IDX)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, indices: np.ndarray):
         self.images, self.labels = images, labels
@@ -141,7 +128,7 @@ def load_data(cfg: DataConfig, resolution: int, fraction: float = 1.0) -> DataSp
     """The training subset (``fraction`` of the training split) and the validation split."""
     splits = _load_folder(cfg, resolution, fraction) if cfg.name == "imagefolder" else _load_arrays(cfg, fraction)
     if len(splits.val) == 0:
-        where = cfg.root or "the synthetic set"
+        where = cfg.root or f"the {cfg.name} set"
         raise DataError(f"the validation split of {where} is empty (a class needs two or more training "
                         "images to give one to validation); add images, or set data.val_split to 0 to "
                         "validate on the data set's own split")
@@ -153,11 +140,16 @@ def _load_arrays(cfg: DataConfig, fraction: float) -> DataSplits:
         arrays = synthetic.load(cfg.size, cfg.seed)
         classes, mean, std = synthetic.CLASSES, synthetic.MEAN, synthetic.STD
         # Crops cut parts off and change the class; flips keep every class (see synthetic.py).
-        crop_scale = None
+        crop_scale, hflip = None, 0.5
+    elif cfg.name in idx.IDX:
+        fmt = idx.IDX[cfg.name]
+        arrays, classes = idx.read_set(cfg.name, cfg.root), fmt.classes
+        # 28 px of object in 32: a random crop would cut into it; flips: see idx.IDX.
+        mean, std, crop_scale, hflip = fmt.mean, fmt.std, None, fmt.hflip
     else:
         fmt = CIFAR[cfg.name]
         arrays, classes = read_cifar(cfg.root, cfg.name)
-        mean, std, crop_scale = fmt.mean, fmt.std, (0.35, 1.0)
+        mean, std, crop_scale, hflip = fmt.mean, fmt.std, (0.35, 1.0), 0.5
     train_x = torch.from_numpy(arrays["train_x"])
     train_y = torch.from_numpy(arrays["train_y"])
     train_idx, val_idx = split_indices(arrays["train_y"], cfg.val_split, fraction, cfg.seed)
@@ -169,24 +161,25 @@ def _load_arrays(cfg: DataConfig, fraction: float) -> DataSplits:
         val = TensorImages(torch.from_numpy(arrays["test_x"]), torch.from_numpy(test_y), np.arange(len(test_y)))
     size = train_x.shape[-1]
     return DataSplits(train=train, val=val, classes=tuple(classes), mean=mean, std=std, image_size=size,
-                      val_size=size, crop_scale=crop_scale, hflip=0.5, in_memory=True)
+                      val_size=size, crop_scale=crop_scale, hflip=hflip, in_memory=True,
+                      in_chans=train_x.shape[1])
 
 
 def _load_folder(cfg: DataConfig, resolution: int, fraction: float) -> DataSplits:
-    root = Path(cfg.root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"image folder root {root} does not exist or is not a directory")
-    train_dir, val_dir = root / "train", root / "val"
-    if not train_dir.is_dir():
-        raise DataError(f"{root} has no train/ folder (expected the ImageNet layout: "
-                        "train/<class>/*.jpg|png, optionally val/<class>/...)")
+    train_dir = image_folder_train(cfg.root)
+    root, val_dir = train_dir.parent, train_dir.parent / "val"
     classes, samples = scan_image_folder(train_dir)
     labels = np.array([label for _, label in samples])
-    train_idx, val_idx = split_indices(labels, cfg.val_split, fraction, cfg.seed)
-    if cfg.val_split > 0:
-        val_samples = [samples[i] for i in val_idx]
-    elif val_dir.is_dir():
+    notes = ()
+    if val_dir.is_dir():
+        train_idx, _ = split_indices(labels, 0.0, fraction, cfg.seed)
         _, val_samples = scan_image_folder(val_dir, classes)
+        if cfg.val_split > 0:
+            notes = (f"validating on {val_dir} ({len(val_samples)} images); data.val_split "
+                     f"{cfg.val_split:g} is ignored",)
+    elif cfg.val_split > 0:
+        train_idx, val_idx = split_indices(labels, cfg.val_split, fraction, cfg.seed)
+        val_samples = [samples[i] for i in val_idx]
     else:
         raise DataError(f"{root} has no val/ folder; set data.val_split > 0 to hold out part of train/")
     load = round(resolution / cfg.crop_pct)
@@ -194,7 +187,7 @@ def _load_folder(cfg: DataConfig, resolution: int, fraction: float) -> DataSplit
         train=FolderImages([samples[i] for i in train_idx], short=load, crop=load),
         val=FolderImages(val_samples, short=load, crop=resolution),
         classes=tuple(classes), mean=IMAGENET_MEAN, std=IMAGENET_STD, image_size=load,
-        val_size=resolution, crop_scale=(0.08, 1.0), hflip=0.5, in_memory=False)
+        val_size=resolution, crop_scale=(0.08, 1.0), hflip=0.5, in_memory=False, in_chans=RGB, notes=notes)
 
 
 def scan_image_folder(split_dir: Path, classes: Sequence[str] | None = None
@@ -203,9 +196,7 @@ def scan_image_folder(split_dir: Path, classes: Sequence[str] | None = None
 
     With ``classes`` given (a validation folder), every class folder must be one of them.
     """
-    folders = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not folders:
-        raise DataError(f"{split_dir} has no class folders (expected {split_dir}/<class>/*.jpg)")
+    folders = class_folders(split_dir)
     if classes is None:
         classes = folders
     else:
@@ -276,13 +267,7 @@ def _read_batch(path: Path, fmt: CifarFormat) -> tuple[np.ndarray, np.ndarray]:
 def read_cifar(root: str | Path, name: str) -> tuple[dict[str, np.ndarray], list[str]]:
     """CIFAR-10/100 train and test arrays (``train_x, train_y, test_x, test_y``) and class names."""
     fmt = CIFAR[name]
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"{name} root {root} does not exist or is not a directory")
-    folder = root / fmt.folder if (root / fmt.folder).is_dir() else root
-    if not (folder / fmt.train_files[0]).exists():
-        raise DataError(f"no {name} files under {root}: expected {fmt.train_files[0]} in {root} or in "
-                        f"{root / fmt.folder} (the extracted python version of the data set)")
+    folder = cifar_folder(root, name)
     out = {}
     for split, files in (("train", fmt.train_files), ("test", fmt.test_files)):
         parts = [_read_batch(folder / f, fmt) for f in files]

@@ -25,10 +25,11 @@ def _matrix(dataset, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def pixel_linear_probe(data: DataConfig, resolution: int = 32, iterations: int = 200,
-                       l2_strengths=L2_STRENGTHS, seed: int = 0) -> dict[str, float]:
-    """Fit the probe on ``data``'s training split for each of ``l2_strengths``; return the best
-    ``val_top1`` with its ``train_top1`` (percent) and ``l2``."""
-    splits = load_data(data, resolution)
+                       l2_strengths=L2_STRENGTHS, seed: int = 0, fraction: float = 1.0) -> dict[str, float]:
+    """Fit the probe on ``data``'s training split (the ``fraction`` a proxy run with
+    ``train.fraction`` trains on) for each of ``l2_strengths``; return the best ``val_top1``
+    with its ``train_top1`` (percent) and ``l2``. Any channel count: pixels are flattened."""
+    splits = load_data(data, resolution, fraction)
     x_train, y_train = _matrix(splits.train, resolution)
     x_val, y_val = _matrix(splits.val, resolution)
     mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)

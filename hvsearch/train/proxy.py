@@ -75,6 +75,10 @@ def train_proxy(spec: ModelSpec, train: TrainConfig, data: DataConfig,
                 resume: bool = True, *, verbose: bool = False) -> TrainResult:
     """Train ``spec`` with ``train`` on ``data``; call ``report(metrics)`` after every epoch.
 
+    The model is ``spec`` with the data's class and channel counts (``num_classes``,
+    ``in_chans``), built at ``spec.resolution`` and trained and validated at
+    ``train.resolution``; that spec is what the checkpoint and :attr:`TrainResult.arch_id` name.
+
     ``metrics`` has exactly :data:`METRIC_KEYS`: ``epoch`` (1-based), ``train_loss`` (mean over
     the epoch), ``val_top1`` / ``val_top5`` (percent), ``images_per_s`` (training throughput,
     augmentation included) and ``wall_time`` (seconds since the run started, carried over a
@@ -91,6 +95,7 @@ def train_proxy(spec: ModelSpec, train: TrainConfig, data: DataConfig,
 
     # -- data -------------------------------------------------------------------------------
     splits = load_data(data, train.resolution, train.fraction)
+    spec = spec.replace(num_classes=splits.num_classes, in_chans=splits.in_chans)
     batch_size = fit_batch_size(train, len(splits.train))
     train_loader, val_loader, sampler = make_loaders(splits, batch_size, train.workers, device, train.seed)
     steps_per_epoch = min(len(train_loader), train.max_steps_per_epoch or len(train_loader))
@@ -117,7 +122,7 @@ def train_proxy(spec: ModelSpec, train: TrainConfig, data: DataConfig,
         wall_offset = result.history[-1]["wall_time"] if result.history else 0.0
     result.checkpoint = ckpt
     log = _Log(verbose, train.epochs, steps_per_epoch)
-    log.start(spec, params, data, len(splits.train), len(splits.val), batch_size, device, start_epoch)
+    log.start(spec, params, data, splits, batch_size, device, train.resolution, start_epoch)
 
     # -- epochs -----------------------------------------------------------------------------
     out_of_memory = None
@@ -325,12 +330,17 @@ class _Log:
     def _print(self, text: str, end: str = "\n") -> None:
         print(text, end=end, file=sys.stderr, flush=True)
 
-    def start(self, spec, params, data, n_train, n_val, batch_size, device, start_epoch) -> None:
+    def start(self, spec, params, data, splits, batch_size, device, resolution, start_epoch) -> None:
         if not self.enabled:
             return
         name = spec.name or spec.arch_id
-        self._print(f"{name}: {params / 1e6:.3f} M params; {data.name}: {n_train} train / {n_val} val images; "
+        built = f"built at {spec.resolution} px, " if spec.resolution != resolution else ""
+        self._print(f"{name}: {params / 1e6:.3f} M params ({built}trained at {resolution} px); {data.name}: "
+                    f"{len(splits.train)} train / {len(splits.val)} val images, {splits.num_classes} classes, "
+                    f"{splits.in_chans} channel{'s' if splits.in_chans > 1 else ''}; "
                     f"batch {batch_size}, {self.steps} steps/epoch on {device}")
+        for note in splits.notes:
+            self._print(f"note: {note}")
         if start_epoch:
             self._print(f"resuming after epoch {start_epoch}/{self.epochs}")
 

@@ -2,7 +2,10 @@
 
 A run folder (default ``results/train/<arch>-<data>-<arch id>/``) holds
 
-* ``config.yaml``: the architecture and the resolved ``train:`` and ``data:`` sections;
+* ``config.yaml``: the architecture as trained (with the data's ``num_classes`` and ``in_chans``,
+  whatever the seed or file said) and the resolved ``train:`` and ``data:`` sections; a comment
+  on top says at which resolution the model was built (``arch.resolution``) and trained
+  (``train.resolution``) when they differ;
 * ``metrics.csv``: one row per epoch (the report's keys), appended as epochs finish;
 * ``checkpoint.pt``: model, optimizer, epoch and history after the last finished epoch. Running
   the same command again resumes from it (or returns at once when the run is complete).
@@ -19,6 +22,7 @@ from hvsearch.arch import ModelSpec
 from hvsearch.errors import SpecError
 from hvsearch.train.config import DataConfig, TrainConfig
 from hvsearch.train.proxy import CHECKPOINT_NAME, METRIC_KEYS, TrainResult, train_proxy
+from hvsearch.train.sources import data_shape
 
 RESULTS = Path("results") / "train"
 CONFIG_SECTIONS = ("train", "data")
@@ -26,8 +30,12 @@ CONFIG_SECTIONS = ("train", "data")
 
 def load_configs(path: str | Path | None, train_overrides: Mapping[str, Any] | None = None,
                  data_overrides: Mapping[str, Any] | None = None) -> tuple[TrainConfig, DataConfig]:
-    """The ``train:`` and ``data:`` sections of a YAML file (or the defaults), with overrides."""
+    """The ``train:`` and ``data:`` sections of a YAML file (or the defaults), with overrides.
+
+    A relative ``data.root`` is taken relative to the file's folder, or, given as an override
+    (the command line's ``--data-root``), to the current folder."""
     sections: dict[str, Any] = {}
+    folder = Path.cwd()
     if path is not None:
         p = Path(path)
         if not p.is_file():
@@ -43,27 +51,44 @@ def load_configs(path: str | Path | None, train_overrides: Mapping[str, Any] | N
             if key not in CONFIG_SECTIONS:
                 raise SpecError(key, f"is not a section of a training config ({', '.join(CONFIG_SECTIONS)})",
                                 sections[key])
+        if "root" not in (data_overrides or {}):
+            folder = p.parent
     train = {**(sections.get("train") or {}), **(train_overrides or {})}
     data = {**(sections.get("data") or {}), **(data_overrides or {})}
-    return TrainConfig.from_dict(train, "train"), DataConfig.from_dict(data, "data")
+    return TrainConfig.from_dict(train, "train"), DataConfig.from_dict(data, "data").anchored(folder)
+
+
+def for_data(spec: ModelSpec, data: DataConfig) -> ModelSpec:
+    """``spec`` with the class and channel counts of ``data`` (a seed says 1000 and 3)."""
+    num_classes, in_chans = data_shape(data)
+    return spec.replace(num_classes=num_classes, in_chans=in_chans)
 
 
 def default_run_dir(spec: ModelSpec, data: DataConfig) -> Path:
+    """``results/train/<name>-<data>-<arch id>`` of ``spec`` as trained on ``data``."""
     label = spec.name or "arch"
-    return RESULTS / f"{label}-{data.name}-{spec.arch_id}"
+    return RESULTS / f"{label}-{data.name}-{for_data(spec, data).arch_id}"
 
 
-def run_training(spec: ModelSpec, train: TrainConfig, data: DataConfig, run_dir: str | Path,
+def run_training(spec: ModelSpec, train: TrainConfig, data: DataConfig, run_dir: str | Path | None = None,
                  resume: bool = True, verbose: bool = True) -> TrainResult:
-    """Train with the outputs in ``run_dir`` (see the module docstring)."""
-    run_dir = Path(run_dir)  # created when the first epoch is saved: a run that fails to start leaves nothing
+    """Train with the outputs in ``run_dir`` (default :func:`default_run_dir`; see the module
+    docstring); the result's ``checkpoint`` is in that folder."""
+    # The folder is made when the first epoch is saved: a run that fails to start leaves nothing.
+    run_dir = Path(run_dir or default_run_dir(spec, data))
+    spec = for_data(spec, data)  # what train_proxy builds, so what config.yaml must say
     metrics_csv = run_dir / "metrics.csv"
     if not (resume and (run_dir / CHECKPOINT_NAME).exists()):
         metrics_csv.unlink(missing_ok=True)
 
+    header = ""
+    if spec.resolution != train.resolution:
+        header = (f"# built at {spec.resolution} px (arch.resolution: sizes such as position-bias tables are "
+                  f"for it), trained and validated at {train.resolution} px (train.resolution)\n")
+
     def write_config() -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(
+        (run_dir / "config.yaml").write_text(header + yaml.safe_dump(
             {"arch": spec.to_dict(), "train": train.to_dict(), "data": data.to_dict()}, sort_keys=False))
 
     def append(metrics: dict) -> None:

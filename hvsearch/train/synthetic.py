@@ -1,33 +1,45 @@
 """The embedded default data set: "parts", a 10-class 32×32 task generated from a seed.
 
 Every image is a 4×4 grid of 8-pixel cells on a random background colour with pixel noise. Two
-*key parts* sit in two cells: 6×6 patches of stripes, both horizontal or both vertical. Zero to
-two *distractor parts* in other cells carry diagonal stripes. Every part has a random period
-(3–5 px), phase, colour, contrast and offset inside its cell. The class is
+*key parts* fill two cells of one row or one column: 8×8 patches of the same texture. In half of
+the images a *decoy*, a third patch of that texture, sits in a cell that shares neither a row nor
+a column with either key part; zero to two *distractors* in other cells are flat squares of a
+random colour. The class is
 
-    class = 2 · relation + (0 if the key parts' stripes are horizontal else 1)
+    class = 2 · texture + relation
 
-where ``relation`` is the grid offset (|Δrow|, |Δcol|) between the two key parts, in five groups:
+with ``texture`` one of five (horizontal stripes, vertical stripes, diagonal stripes of either
+direction, a checkerboard, concentric rings; each with a random period of 3–5 px, phase and
+colour) and ``relation`` 0 when the two key parts share a row, 1 when they share a column. The
+distance between them, 1, 2 or 3 cells (8 to 24 px), is uniform and independent of the class.
 
-    0 same row (0, 1–3)      1 same column (1–3, 0)      2 diagonal (1, 1) (2, 2) (3, 3)
-    3 knight (1, 2) (2, 1)   4 far (1, 3) (3, 1) (2, 3) (3, 2)
+The task has parts of different difficulty, which is what lets it grade architectures instead of
+splitting them into "learns / stays at chance":
 
-So a model must (1) recognise a local texture, stripe orientation, which takes a nonlinearity
-since the phase is random, (2) tell the key parts from the distractors by that texture, and (3)
-relate two parts up to 24 px apart, wherever they are. Adjacent pairs can be read by local
-filters; far pairs need a global reach, so mixers with local, shifted and global reach learn it at
-different speeds. Classes are invariant under horizontal and vertical flips (flips keep every
-relation group and stripe orientation), so flipping is a valid augmentation; crops are not (they
-cut parts off), so the data set's default is no crop.
+* the texture is local and high-contrast (two or three patches of it): any model with a
+  nonlinearity picks it up within the first epochs, which alone is worth 50% (the five textures
+  told apart, the relation guessed);
+* the relation needs the model to find the aligned pair and relate two parts up to 24 px apart
+  wherever they are. Global average pooling of local features cannot tell a row from a column,
+  and the decoy defeats counting "textured cells per row": adjacent pairs without a decoy are
+  within reach of local filters, far pairs and decoys need larger or global reach, so accuracy
+  between 50% and 100% rises with how far and how well a model relates positions.
 
-Each stripe pattern has a uniformly random phase, so every pixel has the same expected value in
-every class: class-conditional pixel means are identical and a linear classifier on pixels can
-only exploit second-order differences and noise. See the README for the measured numbers.
+Version 1 (until 2026-11) had two low-contrast 6×6 stripe textures and five relation groups, so
+nothing was learnable before the relation was: every model first sat at chance, and whether it
+left chance within a proxy's budget was close to a lottery over training seeds (README, "The
+embedded default", has the two side by side).
+
+Classes are invariant under horizontal flips (a row stays a row, diagonal stripes of either
+direction are one texture, the other textures are symmetric), so flipping is a valid augmentation;
+crops are not (they cut parts off), so the data set's default is no crop. Every pattern has a
+uniformly random phase and the distractors a random sign, so every pixel has the same expected
+value in every class: a linear classifier on pixels stays near chance.
 
 Generation is vectorised NumPy from ``numpy.random.Generator(PCG64([seed, stream]))``; the result
 is cached as a ``.npz`` under ``$HVSEARCH_CACHE`` (default ``~/.cache/hvsearch``), written
 atomically so that parallel trials can share it. Bump :data:`VERSION` whenever the generated
-images change.
+images change: it is part of the cache key.
 """
 from __future__ import annotations
 
@@ -37,43 +49,70 @@ from pathlib import Path
 
 import numpy as np
 
-VERSION = 1
+VERSION = 2
 NUM_CLASSES = 10
 IMAGE_SIZE = 32
 GRID = 4
 CELL = IMAGE_SIZE // GRID
-PART = 6
+PART = 8  # a part fills its cell: textures line up with every patch grid of stride 2-8
 MAX_DISTRACTORS = 2
+#: Share of images with a decoy: a third part of the key texture, aligned with neither key part.
+DECOY_SHARE = 0.5
 NOISE_STD = 0.04
+#: Peak amplitude of a part's pattern (uniform in this range, times a TINT share per channel).
+CONTRAST = (0.45, 0.6)
+#: Range of each image's background colour (per channel) and of a part's colour share per channel.
+BACKGROUND = (0.4, 0.6)
+TINT = (0.8, 1.0)
 TEST_SIZE = 1000  # the data set's own evaluation split (used when data.val_split is 0)
+#: Per-channel pixel mean and std of the generated images (measured on 6000 images of seed 0).
 MEAN = (0.5, 0.5, 0.5)
-STD = (0.2, 0.2, 0.2)
-CLASSES = tuple(f"{rel}-{stripes}" for rel in ("row", "column", "diagonal", "knight", "far")
-                for stripes in ("horizontal", "vertical"))
+STD = (0.171, 0.171, 0.171)
+TEXTURES = ("horizontal", "vertical", "diagonal", "checker", "rings")
+RELATIONS = ("row", "column")
+CLASSES = tuple(f"{texture}-{rel}" for texture in TEXTURES for rel in RELATIONS)
 
 
-def relation(dr: int, dc: int) -> int:
-    """The relation group (0–4) of two distinct cells ``dr`` rows and ``dc`` columns apart."""
-    dr, dc = abs(dr), abs(dc)
-    if dr == 0:
-        return 0
-    if dc == 0:
-        return 1
-    if dr == dc:
-        return 2
-    if {dr, dc} == {1, 2}:
-        return 3
-    return 4
+def key_cells(relation: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat cell indices of the two key parts and of the decoy. The key parts share a row
+    (relation 0) or a column (1), a distance of 1 to GRID-1 cells apart drawn uniformly, the line
+    and the position along it uniform; the decoy shares neither a row nor a column with either
+    (uniform among those cells), so exactly one pair of the three is aligned."""
+    n = len(relation)
+    distance = rng.integers(1, GRID, size=n)
+    line = rng.integers(0, GRID, size=n)
+    first = np.floor(rng.random(n) * (GRID - distance)).astype(np.int64)
+    swap = rng.random(n) < 0.5
+    a = np.where(swap, first + distance, first)
+    b = np.where(swap, first, first + distance)
+    # decoy: another line, and a position along it that is neither a's nor b's (a random order
+    # of the positions with a and b sorted last; the first is uniform among the others)
+    other_line = (line + rng.integers(1, GRID, size=n)) % GRID
+    taken = (np.arange(GRID)[None] == a[:, None]) | (np.arange(GRID)[None] == b[:, None])
+    free = np.argsort(rng.random((n, GRID)) + taken, axis=1)[:, 0]
+    row = relation == 0
+    cell_a = np.where(row, line * GRID + a, a * GRID + line)
+    cell_b = np.where(row, line * GRID + b, b * GRID + line)
+    cell_c = np.where(row, other_line * GRID + free, free * GRID + other_line)
+    return cell_a, cell_b, cell_c
 
 
-def _pairs_by_relation() -> list[np.ndarray]:
-    """For each relation, every ordered pair of distinct cells (as flat cell indices) in it."""
-    out: list[list[tuple[int, int]]] = [[] for _ in range(5)]
-    for a in range(GRID * GRID):
-        for b in range(GRID * GRID):
-            if a != b:
-                out[relation(a // GRID - b // GRID, a % GRID - b % GRID)].append((a, b))
-    return [np.array(p) for p in out]
+def patterns(texture: np.ndarray, period: np.ndarray, phase: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """PART×PART patterns in [-1, 1], one per entry of ``texture`` (any shape S): returns S×PART×PART.
+    ``period`` and ``direction`` (±1, the diagonal's) have shape S, ``phase`` S×2."""
+    v, u = np.meshgrid(np.arange(PART), np.arange(PART), indexing="ij")  # row, column in the part
+    c = (PART - 1) / 2
+    radius = np.hypot(u - c, v - c)
+    expand = (...,) + (None, None)
+    w = (2 * np.pi / period)[expand]
+    p0, p1 = phase[..., 0][expand], phase[..., 1][expand]
+    stack = np.stack(np.broadcast_arrays(
+        np.sin(w * v + p0),
+        np.sin(w * u + p0),
+        np.sin(w * (u + direction[expand] * v) / np.sqrt(2) + p0),
+        np.sign(np.sin(w * u + p0) * np.sin(w * v + p1)),
+        np.sin(w * radius + p0)))
+    return np.take_along_axis(stack, texture[None, ..., None, None], axis=0)[0]
 
 
 def generate(n: int, seed: int, stream: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -81,40 +120,31 @@ def generate(n: int, seed: int, stream: int = 0) -> tuple[np.ndarray, np.ndarray
     ``stream`` picks an independent sequence for the same seed (0 = train, 1 = test)."""
     rng = np.random.Generator(np.random.PCG64([seed, stream]))
     labels = rng.permutation(np.arange(n) % NUM_CLASSES)
-    rel = labels // 2
+    texture, relation = labels // 2, labels % 2
+    k = 3 + MAX_DISTRACTORS
 
-    # Key-part cells: a uniformly random pair among those with the class's relation.
-    pairs = _pairs_by_relation()
-    cells = np.empty((n, 2 + MAX_DISTRACTORS), dtype=np.int64)
-    for r, table in enumerate(pairs):
-        idx = np.flatnonzero(rel == r)
-        cells[idx, :2] = table[rng.integers(0, len(table), size=len(idx))]
+    cells = np.empty((n, k), dtype=np.int64)
+    cells[:, 0], cells[:, 1], cells[:, 2] = key_cells(relation, rng)
     # Distractor cells: the first free cells of a random order of the grid.
     order = rng.random((n, GRID * GRID))
-    order[np.arange(n)[:, None], cells[:, :2]] = 2.0  # key cells sort last
-    cells[:, 2:] = np.argsort(order, axis=1)[:, :MAX_DISTRACTORS]
+    order[np.arange(n)[:, None], cells[:, :3]] = 2.0  # key cells sort last
+    cells[:, 3:] = np.argsort(order, axis=1)[:, :MAX_DISTRACTORS]
     n_distract = rng.integers(0, MAX_DISTRACTORS + 1, size=n)
+    present = np.ones((n, k), dtype=bool)
+    present[:, 2] = rng.random(n) < DECOY_SHARE
+    present[:, 3:] = np.arange(MAX_DISTRACTORS)[None, :] < n_distract[:, None]
 
-    # Textures: 0 = horizontal, 1 = vertical stripes (key parts), 2 and 3 = the two diagonals.
-    texture = np.empty((n, 2 + MAX_DISTRACTORS), dtype=np.int64)
-    texture[:, 0] = texture[:, 1] = labels % 2
-    texture[:, 2:] = rng.integers(2, 4, size=(n, MAX_DISTRACTORS))
-    present = np.ones((n, 2 + MAX_DISTRACTORS), dtype=bool)
-    present[:, 2:] = np.arange(MAX_DISTRACTORS)[None, :] < n_distract[:, None]
-
-    k = 2 + MAX_DISTRACTORS
-    background = rng.uniform(0.3, 0.7, size=(n, 1, 1, 3))
+    background = rng.uniform(*BACKGROUND, size=(n, 1, 1, 3))
     noise = rng.standard_normal(size=(n, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.float32)
     images = background + NOISE_STD * noise  # NHWC while parts are pasted
-    period = rng.uniform(3.0, 5.0, size=(n, k, 1, 1))
-    phase = rng.uniform(0, 2 * np.pi, size=(n, k, 1, 1))
-    contrast = rng.uniform(0.15, 0.28, size=(n, k, 1))
-    colour = contrast * rng.uniform(0.4, 1.0, size=(n, k, 3))
+    keys = patterns(np.repeat(texture[:, None], 3, axis=1), rng.uniform(3.0, 5.0, size=(n, 3)),
+                    rng.uniform(0, 2 * np.pi, size=(n, 3, 2)), rng.choice([-1, 1], size=(n, 3)))
+    flat = np.broadcast_to(rng.uniform(-1, 1, size=(n, MAX_DISTRACTORS, 1, 1)), (n, MAX_DISTRACTORS, PART, PART))
+    wave = np.concatenate([keys, flat], axis=1) * present[..., None, None]  # (n, k, PART, PART)
+    amplitude = rng.uniform(*CONTRAST, size=(n, k, 1))
+    colour = amplitude * rng.uniform(*TINT, size=(n, k, 3)) * rng.choice([-1, 1], size=(n, k, 3))
     offset = rng.integers(0, CELL - PART + 1, size=(n, k, 2))
-    v, u = np.meshgrid(np.arange(PART), np.arange(PART), indexing="ij")  # row, column in the part
-    diagonal = np.where(texture[..., None, None] == 2, u + v, u - v) / np.sqrt(2)
-    coord = np.where(texture[..., None, None] == 0, v, np.where(texture[..., None, None] == 1, u, diagonal))
-    wave = np.sin(2 * np.pi * coord / period + phase) * present[..., None, None]  # (n, k, PART, PART)
+    v, u = np.meshgrid(np.arange(PART), np.arange(PART), indexing="ij")
     top = (cells // GRID) * CELL + offset[..., 0]
     left = (cells % GRID) * CELL + offset[..., 1]
     rows = np.arange(n)[:, None, None]

@@ -1,5 +1,6 @@
-"""Small things the training tests build: a tiny hybrid spec, and CIFAR / image-folder data
+"""Small things the training tests build: a tiny hybrid spec, and CIFAR / IDX / image-folder data
 sets written to disk in their real formats."""
+import gzip
 import pickle
 
 import numpy as np
@@ -53,3 +54,29 @@ def write_image_folder(root, classes=("cat", "dog", "fox"), per_class=6, val=Tru
                 img = Image.fromarray(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8))
                 img.save(d / f"{i}.{'jpg' if i % 2 else 'png'}")
     return root
+
+
+def idx_bytes(array, magic=None) -> bytes:
+    """``array`` (uint8) as an IDX file: magic 0x0000080<ndim>, big-endian dimensions, the bytes."""
+    array = np.asarray(array, dtype=np.uint8)
+    magic = 0x800 + array.ndim if magic is None else magic
+    dims = np.array(array.shape, dtype=">u4").tobytes()
+    return magic.to_bytes(4, "big") + dims + array.tobytes()
+
+
+def write_idx(folder, n_train=30, n_test=10, gz=True, seed=0):
+    """The four IDX files of a miniature Fashion-MNIST-like set (28×28 images of random pixels,
+    labels cycling through the 10 classes) in ``folder``; returns {file stem: (images or labels)}."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        arrays[f"{prefix}-images-idx3-ubyte"] = rng.integers(1, 256, size=(n, 28, 28), dtype=np.uint8)
+        arrays[f"{prefix}-labels-idx1-ubyte"] = (np.arange(n) % 10).astype(np.uint8)
+    for stem, array in arrays.items():
+        data = idx_bytes(array)
+        if gz:
+            (folder / f"{stem}.gz").write_bytes(gzip.compress(data))
+        else:
+            (folder / stem).write_bytes(data)
+    return arrays

@@ -1,5 +1,5 @@
-"""Fixtures for the training tests: a private synthetic-data cache and one torch thread (the
-tests share two cores; more threads only contend)."""
+"""Fixtures for the training tests: a private synthetic-data cache, one torch thread (the tests
+share two cores; more threads only contend), and IDX lookups blind to installed data sets."""
 import pytest
 
 
@@ -18,3 +18,13 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def no_installed_data(monkeypatch, tmp_path):
+    """IDX lookups see neither $HVSEARCH_DATA nor this machine's /usr/share/datasets, only
+    ``tmp_path/system``."""
+    from hvsearch.train import idx
+
+    monkeypatch.delenv(idx.DATA_ENV, raising=False)
+    monkeypatch.setattr(idx, "SYSTEM_DATA_DIRS", (tmp_path / "system",))

@@ -29,8 +29,9 @@ def test_defaults_round_trip():
     (TrainConfig, {"crop_scale": [0.9, 0.5]}, "train.crop_scale", "low <= high"),
     (TrainConfig, {"device": "tpu"}, "train.device", "auto, cpu, cuda"),
     (TrainConfig, {"label_smoothing": 1.0}, "train.label_smoothing", "[0, 1)"),
-    (DataConfig, {"name": "mnist"}, "data.name", "synthetic, cifar10"),
+    (DataConfig, {"name": "svhn"}, "data.name", "synthetic, cifar10, cifar100, imagefolder, fashion_mnist, mnist"),
     (DataConfig, {"name": "cifar10"}, "data.root", "is required for the cifar10"),
+    (DataConfig, {"name": "imagefolder"}, "data.root", "is required for the imagefolder"),
     (DataConfig, {"val_split": 1.0}, "data.val_split", "[0, 1)"),
     (DataConfig, {"folder": "x"}, "data.folder", "is not a setting"),
 ])

@@ -32,16 +32,40 @@ def test_synthetic_is_deterministic_balanced_and_cached(tmp_path, monkeypatch):
     assert np.array_equal(synthetic.load(200, seed=3)["train_x"], x)
 
 
-def test_synthetic_classes_survive_flips():
-    # A horizontal flip maps a column offset dc to -dc, a vertical one dr to -dr; stripe
-    # orientations are unchanged. Every relation group must be closed under both.
-    for dr in range(-3, 4):
-        for dc in range(-3, 4):
-            if dr or dc:
-                r = synthetic.relation(dr, dc)
-                assert r == synthetic.relation(dr, -dc) == synthetic.relation(-dr, dc)
-    groups = {synthetic.relation(dr, dc) for dr in range(4) for dc in range(4) if dr or dc}
-    assert groups == set(range(5))
+def test_synthetic_key_parts_share_a_row_or_a_column_at_every_distance():
+    rng = np.random.Generator(np.random.PCG64(0))
+    relation = np.arange(6000) % 2
+    a, b, decoy = synthetic.key_cells(relation, rng)
+    rows_a, cols_a, rows_b, cols_b = a // 4, a % 4, b // 4, b % 4
+    assert np.all(a != b)
+    assert np.all((rows_a == rows_b) == (relation == 0)) and np.all((cols_a == cols_b) == (relation == 1))
+    # the decoy is aligned with neither key part, so exactly one pair of the three is aligned
+    rows_d, cols_d = decoy // 4, decoy % 4
+    assert not np.any((rows_d == rows_a) | (rows_d == rows_b) | (cols_d == cols_a) | (cols_d == cols_b))
+    distance = np.where(relation == 0, np.abs(cols_a - cols_b), np.abs(rows_a - rows_b))
+    # 1, 2 and 3 cells apart equally often (8 to 24 px), for rows and for columns alike
+    for r in (0, 1):
+        share = np.bincount(distance[relation == r], minlength=4)[1:] / np.sum(relation == r)
+        assert np.allclose(share, 1 / 3, atol=0.03), share
+
+
+def test_synthetic_textures_survive_a_horizontal_flip():
+    """A flipped pattern is a pattern of the same texture (another phase, or the other diagonal),
+    so flipping keeps every class and is a valid augmentation."""
+    p, w = synthetic.PART, 2 * np.pi / 4.0
+    period, phase = np.full(1, 4.0), np.array([[0.7, 1.9]])
+    flipped_phase = np.pi - w * (p - 1) - phase  # sin(w(P-1-u) + q) = sin(wu + pi - w(P-1) - q)
+    for texture, direction, other_phase, other_direction in [
+            (0, 1, phase, 1),  # horizontal stripes do not change
+            (1, 1, np.array([[flipped_phase[0, 0], 0.0]]), 1),
+            (2, 1, np.array([[np.pi - w * (p - 1) / np.sqrt(2) - 0.7, 0.0]]), -1),
+            (3, 1, np.array([[flipped_phase[0, 0], 1.9]]), 1),
+            (4, 1, phase, 1)]:  # rings are centred
+        t = np.array([texture])
+        pattern = synthetic.patterns(t, period, phase, np.array([direction]))[0]
+        same = synthetic.patterns(t, period, other_phase, np.array([other_direction]))[0]
+        assert np.allclose(pattern[:, ::-1], same, atol=1e-9), synthetic.TEXTURES[texture]
+    assert [synthetic.CLASSES[c] for c in range(2)] == ["horizontal-row", "horizontal-column"]
 
 
 def test_synthetic_pixel_means_do_not_depend_on_the_class():
@@ -128,9 +152,7 @@ def test_image_folder_decodes_with_pillow(tmp_path):
     assert splits.classes == ("cat", "dog", "fox") and len(splits.train) == 18 and len(splits.val) == 6
     img, label = splits.train[0]
     assert img.shape == (3, 37, 37) and img.dtype == torch.uint8  # 32 / crop_pct 0.875
-    assert splits.val[0][0].shape == (3, 32, 32)
-    held = load_data(DataConfig(name="imagefolder", root=str(tmp_path), val_split=0.34), resolution=32)
-    assert len(held.val) == 6 and len(held.train) == 12
+    assert splits.val[0][0].shape == (3, 32, 32) and splits.in_chans == 3
 
 
 def test_image_folder_errors_name_the_path(tmp_path):
