@@ -120,13 +120,16 @@ def test_mixup_cifar_and_image_folder_runs(tmp_path):
 
 def test_tiny_hybrid_learns_the_default_set_and_a_linear_probe_does_not():
     """336 steps (4 epochs of 84 batches of 64) of a 0.1 M-parameter CMT-style hybrid on the
-    embedded default (chance 10 %). Measured on the development machine: 59.7 % val top-1 with
-    this seed (train seeds 1 and 2: 34.7 % and 30.5 %; when the relation is picked up varies),
-    and 12.7 % for the pixel linear probe. The thresholds hold for all three seeds."""
+    embedded default (chance 10 %). Measured on the development machine (training seeds 0, 1, 2):
+    68.2 / 66.2 / 55.7 % val top-1 after epoch 1 and 100.0 / 99.8 / 100.0 % after epoch 4; the
+    pixel linear probe 25.0 % (it fits 60 % of its training images: class means are equal, so
+    it can only use the variance of the textures along its weights). The thresholds hold for
+    all three seeds."""
     train = TrainConfig(epochs=4, batch_size=64, lr=4e-3, warmup_epochs=0.3, device="cpu")
     result = train_proxy(tiny_spec(), train, DataConfig())
     assert len(result.history) == 4
     probe = pixel_linear_probe(DataConfig(), l2_strengths=(0.1,), iterations=100)
-    assert result.best_val_top1 >= 25.0, result.history
-    assert probe["val_top1"] <= 17.0, probe
-    assert result.best_val_top1 >= probe["val_top1"] + 10.0
+    assert result.history[0]["val_top1"] >= 40.0, result.history  # leaves chance in the first epoch
+    assert result.best_val_top1 >= 90.0, result.history
+    assert probe["val_top1"] <= 35.0, probe
+    assert result.best_val_top1 >= probe["val_top1"] + 50.0
