@@ -26,11 +26,16 @@ from hvsearch.train.sources import data_shape
 
 RESULTS = Path("results") / "train"
 CONFIG_SECTIONS = ("train", "data")
+#: Sections of a space file or of a run's config.yaml that a training config skips: such a file
+#: can be given as it is, and its recipe (``train:`` and ``data:``) is what is read.
+SKIPPED_SECTIONS = ("arch", "name", "description", "search", "resources", "constraints")
 
 
 def load_configs(path: str | Path | None, train_overrides: Mapping[str, Any] | None = None,
                  data_overrides: Mapping[str, Any] | None = None) -> tuple[TrainConfig, DataConfig]:
     """The ``train:`` and ``data:`` sections of a YAML file (or the defaults), with overrides.
+    The file may be a space file or a run's ``config.yaml``: their other sections are skipped,
+    so ``hvsearch train best.yaml --config spaces/hybrid.yaml`` trains with the search's recipe.
 
     A relative ``data.root`` is taken relative to the file's folder, or, given as an override
     (the command line's ``--data-root``), to the current folder."""
@@ -48,9 +53,9 @@ def load_configs(path: str | Path | None, train_overrides: Mapping[str, Any] | N
             raise SpecError("", f"config file {p} must be a mapping with `train:` and `data:` sections",
                             sections)
         for key in sections:
-            if key not in CONFIG_SECTIONS:
-                raise SpecError(key, f"is not a section of a training config ({', '.join(CONFIG_SECTIONS)})",
-                                sections[key])
+            if key not in CONFIG_SECTIONS + SKIPPED_SECTIONS:
+                raise SpecError(key, f"is not a section of a training config ({', '.join(CONFIG_SECTIONS)}; "
+                                f"a space file's or a run's other sections are skipped)", sections[key])
         if "root" not in (data_overrides or {}):
             folder = p.parent
     train = {**(sections.get("train") or {}), **(train_overrides or {})}

@@ -1,11 +1,16 @@
 """`hvsearch train`: a run folder with config, metrics CSV and checkpoint; resumption; errors as
 one line with exit status 2."""
 import csv
+from pathlib import Path
 
 import yaml
 
 from hvsearch.cli import main
+from hvsearch.space.schema import load_space
+from hvsearch.train.run import load_configs
 from tests.train.builders import tiny_spec
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_train_writes_the_run_folder_and_resumes(tmp_path, capsys):
@@ -47,6 +52,15 @@ def test_train_errors_are_one_line(tmp_path, capsys):
     assert main(["train", "cmt_ti", "--resolution", "40"]) == 2
     assert "train.resolution must be a multiple of 32" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
-    bad.write_text("train: {epochs: 1}\nsearch: {trials: 3}\n")
+    bad.write_text("train: {epochs: 1}\nsearhc: {trials: 3}\n")
     assert main(["train", "cmt_ti", "--config", str(bad)]) == 2
-    assert "search is not a section of a training config" in capsys.readouterr().err
+    assert "searhc is not a section of a training config" in capsys.readouterr().err
+
+
+def test_a_space_file_is_a_config_its_recipe_is_read():
+    """`hvsearch train best.yaml --config spaces/hybrid.yaml` trains with the search's recipe:
+    the space's train: and data: sections, its other sections skipped."""
+    train, data = load_configs(ROOT / "spaces" / "hybrid.yaml", {"epochs": 8})
+    space = load_space(ROOT / "spaces" / "hybrid.yaml")
+    assert train == space.train.replace(epochs=8)
+    assert data == space.data
