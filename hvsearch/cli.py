@@ -341,13 +341,23 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", "--archs", type=int, default=20, help="architectures to sample, stratified by "
                    "dominant mixer and size (default 20)")
     p.add_argument("--reference-epochs", type=int, default=None,
-                   help="epochs of the reference training (default 5x the space's train.epochs)")
+                   help="epochs of the reference training (default 5x the space's train.epochs; with "
+                   "--reference-study, the reused reference's)")
+    p.add_argument("--reference-seeds", type=int, metavar="K",
+                   help="train the reference K times, seed k with train.seed + k (default 2): the table "
+                   "compares every score with the seed average and opens with the ceiling, seed 1 vs "
+                   "seed 0; 1 skips the ceiling")
+    p.add_argument("--reference-study", metavar="NAME",
+                   help="reuse calibration NAME's reference (studies NAME-reference, NAME-reference-seed<k> "
+                   "in studies/NAME.db, or in --storage) instead of training one: refused unless it was "
+                   "trained on the same sample, data, recipe and reference epochs")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample, the zero-cost scores and the "
                    "bootstrap (default 0)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
     p.add_argument("--study", help="name of the calibration (default SPACE-calibrate): studies "
-                   "NAME-proxy and NAME-reference; re-running continues them")
-    p.add_argument("--storage", help="Optuna storage URL or SQLite file (default studies/NAME.db)")
+                   "NAME-proxy, NAME-reference and NAME-reference-seed<k>; re-running continues them")
+    p.add_argument("--storage", help="Optuna storage URL or SQLite file (default studies/NAME.db); with "
+                   "--reference-study, the reused reference is looked up there too")
     p.add_argument("--studies-dir", default="studies")
     p.add_argument("--results-dir", default="results", help="results/NAME/ is written here")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: as resources allow)")
@@ -371,7 +381,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         space = space.with_overrides(**overrides)
     if args.bootstrap < 100:
         raise HVSearchError(f"--bootstrap must be >= 100 resamples for a 95% interval, got {args.bootstrap}")
-    run_calibration(space, n=args.archs, reference_epochs=args.reference_epochs, seed=args.seed,
+    run_calibration(space, n=args.archs, reference_epochs=args.reference_epochs,
+                    reference_seeds=args.reference_seeds, reference_study=args.reference_study, seed=args.seed,
                     study=args.study, storage=args.storage, address=args.address, num_cpus=args.num_cpus,
                     n_boot=args.bootstrap, studies_dir=args.studies_dir, results_dir=args.results_dir)
     return 0

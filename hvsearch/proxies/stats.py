@@ -140,6 +140,18 @@ def _ceil_count(fraction: float, n: int) -> int:
     return max(1, math.ceil(fraction * n - _CEIL_EPS))
 
 
+def prescreen_survival(score, reference, *, top_fraction: float = 0.25,
+                       keep: float = 0.5) -> tuple[float, bool]:
+    """What a pre-screen keeping the ``score``'s top ``ceil(keep·n)`` saves of the
+    ``reference``'s top ``ceil(top_fraction·n)``: the share of them it keeps, and whether it
+    keeps the reference's best. Both 1-D, no NaN; ties are broken by position."""
+    s, r = np.asarray(score, dtype=float), np.asarray(reference, dtype=float)
+    n = s.size
+    best = _top(r, _ceil_count(top_fraction, n))
+    kept = _top(s, _ceil_count(keep, n))
+    return float(np.isin(best, kept).mean()), bool(best[0] in kept)
+
+
 def correlate(scores: pd.DataFrame, reference: pd.Series, *, n_boot: int = 1000,
               level: float = 0.95, seed: int = 0, top_fraction: float = 0.25,
               keep: float = 0.5) -> pd.DataFrame:
@@ -171,11 +183,10 @@ def correlate(scores: pd.DataFrame, reference: pd.Series, *, n_boot: int = 1000,
         if n >= 3:
             tau_lo, tau_hi = bootstrap_ci(s, r, kendall, n_boot=n_boot, level=level, seed=seed)
             rho_lo, rho_hi = bootstrap_ci(s, r, spearman, n_boot=n_boot, level=level, seed=seed)
-            best = _top(r, _ceil_count(top_fraction, n))
-            kept = _top(s, _ceil_count(keep, n))
+            top_kept, best_kept = prescreen_survival(s, r, top_fraction=top_fraction, keep=keep)
             row.update(kendall_tau=kendall(s, r), tau_lo=tau_lo, tau_hi=tau_hi,
                        spearman_rho=spearman(s, r), rho_lo=rho_lo, rho_hi=rho_hi,
-                       top_kept=float(np.isin(best, kept).mean()), best_kept=bool(best[0] in kept))
+                       top_kept=top_kept, best_kept=best_kept)
         rows.append(row)
     table = pd.DataFrame(rows, columns=["score", "n", "kendall_tau", "tau_lo", "tau_hi",
                                         "spearman_rho", "rho_lo", "rho_hi", "top_kept", "best_kept"])
