@@ -146,6 +146,12 @@ def summarise(out: Path, epochs: int, classes: int, margin: float, by_epoch: int
         lines.append(f"seed agreement (noise ceiling): Kendall tau {kendall(a, b):.2f} [{lo:.2f}, {hi:.2f}] "
                      f"(n={len(a)}, seeds {final.columns[0]} and {final.columns[1]}); "
                      f"mean |difference| {np.mean(np.abs(a - b)):.1f} points")
+    if final.shape[1] >= 2:
+        per_epoch = []
+        for e in range(1, epochs + 1):
+            p = df[df.epoch == e].pivot(index="label", columns="seed", values="val_top1").dropna()
+            per_epoch.append(f"{e}: {kendall(p.iloc[:, 0].to_numpy(), p.iloc[:, 1].to_numpy()):.2f}")
+        lines.append("seed agreement by epoch (Kendall tau): " + ", ".join(per_epoch))
     table = df.pivot_table(index="label", columns=["seed", "epoch"], values="val_top1")
     return "\n".join(lines) + "\n\n" + table.round(1).to_string()
 
@@ -177,7 +183,10 @@ def main(argv=None) -> int:
         runs = [(label, stratum, spec, seed) for label, stratum, spec in candidates(space, args.n, args.sample_seed)
                 for seed in args.seeds]
         train_all(space, runs[i::k], args.epochs, out, args.stop_after)
-    print(summarise(out, args.stop_after or args.epochs, 10, args.chance_margin, args.by_epoch))
+    from hvsearch.train.sources import data_shape
+
+    num_classes, _ = data_shape(space.data)
+    print(summarise(out, args.stop_after or args.epochs, num_classes, args.chance_margin, args.by_epoch))
     return 0
 
 
