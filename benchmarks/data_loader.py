@@ -32,7 +32,7 @@ import hvsearch  # noqa: F401  (before timm)
 import torch
 from torch.utils.data import DataLoader
 
-from hvsearch.models import get_seed
+from hvsearch.models.report import load_arch
 from hvsearch.train import DataConfig, TrainConfig
 from hvsearch.train.augment import TrainTransform
 from hvsearch.train.data import iterate, load_data, make_loaders
@@ -82,7 +82,7 @@ def measure_loader(splits, batch: int, steps: int, workers: int | None, repeats:
 
 def measure_step(arch: str, splits, batch: int, steps: int, repeats: int, max_wait: float) -> dict:
     device = torch.device("cpu")
-    spec = get_seed(arch).spec.replace(resolution=RESOLUTION, num_classes=splits.num_classes,
+    spec = load_arch(arch).replace(resolution=RESOLUTION, num_classes=splits.num_classes,
                                        in_chans=splits.in_chans).validate()
     train = TrainConfig(resolution=RESOLUTION, batch_size=batch, device="cpu", epochs=1)
     model, forward, criterion, optimizer, scheduler = build_training(spec, train, splits.num_classes, steps, device)
@@ -106,7 +106,8 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="*", default=["synthetic", "fashion_mnist"])
     ap.add_argument("--data-root", default=None, help="root of the (single) non-synthetic data set; "
                     "default: the data set's own lookup ($HVSEARCH_DATA, /usr/share/datasets)")
-    ap.add_argument("--arch", default="cmt_ti", help="seed whose training step is timed (rebuilt at 32 px)")
+    ap.add_argument("--arch", default="cmt_ti", help="seed or architecture file whose training step is timed (rebuilt at 32 px), "
+                    "e.g. a search's best.yaml")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=20, help="batches per timed pass")
     ap.add_argument("--repeats", type=int, default=3, help="timed passes per measurement")
