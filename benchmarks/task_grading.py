@@ -62,7 +62,8 @@ def candidates(space, n: int, sample_seed: int):
 def done_runs(path: Path, epochs: int) -> set[tuple[str, int]]:
     if not path.exists():
         return set()
-    rows = list(csv.DictReader(path.open()))
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
     return {(r["label"], int(r["seed"])) for r in rows if int(r["epoch"]) == epochs}
 
 
@@ -82,6 +83,7 @@ class _Stop(Exception):
 def train_all(space, runs, epochs: int, out: Path, stop_after: int | None = None) -> None:
     import torch
 
+    from hvsearch.proxies.calibrate import count_params
     from hvsearch.train.proxy import train_proxy
 
     torch.set_num_threads(1)
@@ -100,11 +102,10 @@ def train_all(space, runs, epochs: int, out: Path, stop_after: int | None = None
                 raise _Stop
 
         try:
-            result = train_proxy(spec, train, space.data, report=report)
-            result.history = history
-        except _Stop:
-            result = None
-        params = result.params if result else _params(spec, space)
+            train_proxy(spec, train, space.data, report=report)
+        except _Stop:  # raised after the last epoch wanted, so every run ends here
+            pass
+        params = count_params(spec)
         seconds = time.perf_counter() - t0
         mixers = "/".join(s.mixer.type for s in spec.stages)
         append_rows(csv_path, [{"label": label, "stratum": stratum, "seed": seed, "epoch": m["epoch"],
@@ -113,12 +114,6 @@ def train_all(space, runs, epochs: int, out: Path, stop_after: int | None = None
                                 "seconds": round(seconds, 1)} for m in history])
         accs = " ".join(f"{m['val_top1']:.1f}" for m in history)
         print(f"{label} seed {seed}: {accs}  ({seconds:.0f} s)", file=sys.stderr, flush=True)
-
-
-def _params(spec, space) -> int:
-    from hvsearch.proxies.calibrate import count_params
-
-    return count_params(spec)
 
 
 def summarise(out: Path, epochs: int, classes: int, margin: float, by_epoch: int) -> str:
@@ -136,7 +131,8 @@ def summarise(out: Path, epochs: int, classes: int, margin: float, by_epoch: int
     lines = [f"{len(final)} architectures x {final.shape[1]} seeds, {epochs} epochs ({out / 'runs.csv'})",
              f"left chance (val top-1 >= {chance + margin:.0f}%) by epoch {by_epoch}: "
              f"{int(early.sum())} of {len(early)} runs ({100 * early.mean():.0f}%); "
-             f"architectures with every seed out: {int(early.groupby(level=0).all().sum())} of {len(final)}",
+             f"architectures with every seed out: "
+             f"{int(early.groupby(level=0).all().reindex(final.index).sum())} of {len(final)}",
              f"final accuracy (seed mean): min {mean.min():.1f}  q25 {mean.quantile(.25):.1f}  "
              f"median {mean.median():.1f}  q75 {mean.quantile(.75):.1f}  max {mean.max():.1f}  "
              f"(at chance +{margin:.0f}: {int((mean < chance + margin).sum())})"]
@@ -146,7 +142,6 @@ def summarise(out: Path, epochs: int, classes: int, margin: float, by_epoch: int
         lines.append(f"seed agreement (noise ceiling): Kendall tau {kendall(a, b):.2f} [{lo:.2f}, {hi:.2f}] "
                      f"(n={len(a)}, seeds {final.columns[0]} and {final.columns[1]}); "
                      f"mean |difference| {np.mean(np.abs(a - b)):.1f} points")
-    if final.shape[1] >= 2:
         per_epoch = []
         for e in range(1, epochs + 1):
             p = df[df.epoch == e].pivot(index="label", columns="seed", values="val_top1").dropna()

@@ -255,6 +255,9 @@ def run_calibration(space, *, n: int = DEFAULT_N, reference_epochs: int | None =
     if isinstance(reference_seeds, bool) or not isinstance(reference_seeds, int) or reference_seeds < 1:
         raise CalibrationError(f"--reference-seeds must be an integer >= 1 (reference trainings per "
                                f"architecture, each with its own training seed), got {reference_seeds}")
+    from hvsearch.train.sources import check_data
+
+    check_data(space.data)  # before any storage, study or Ray: a missing data set is one line
     proxy_epochs = int(space.train.epochs)
     reused = (_reused_reference(reference_study, reference_seeds, storage, studies_dir)
               if reference_study is not None else None)
@@ -262,7 +265,9 @@ def run_calibration(space, *, n: int = DEFAULT_N, reference_epochs: int | None =
         reference_epochs = reused.stamped["reference epochs"]
     ref_epochs = reference_epochs if reference_epochs is not None else DEFAULT_FACTOR * proxy_epochs
     if not isinstance(ref_epochs, int) or ref_epochs <= proxy_epochs:
-        raise CalibrationError(f"--reference-epochs must be an integer above the proxy's train.epochs "
+        source = (f"the reused reference {reference_study}'s epochs" if reused is not None and
+                  reference_epochs == reused.stamped["reference epochs"] else "--reference-epochs")
+        raise CalibrationError(f"{source} must be an integer above the proxy's train.epochs "
                                f"{proxy_epochs} (the reference is the longer training), got {ref_epochs}")
     base = study or f"{space.name}-calibrate"
     t0 = time.monotonic()
@@ -473,8 +478,8 @@ def arch_table(candidates: list[Candidate], proxy, references: list, scores: dic
     every reference seed's final accuracy (``reference_seed<k>``, one per study of
     ``references``), their mean (``reference``), spread (max − min, ``reference_spread``) and
     ``flag`` (see ``CHANCE_MARGIN``), and, every ``prefix_every`` epochs before its end, the
-    seed-averaged reference curve so far (``reference@k``). The reference columns are NaN unless
-    every seed completed."""
+    seed-averaged reference curve so far (``reference@k``). ``reference``, ``reference_spread`` and
+    ``reference@k`` are NaN unless every seed completed; each ``reference_seed<k>`` keeps its own."""
     import numpy as np
 
     from hvsearch.search import study as st
@@ -517,7 +522,7 @@ def arch_table(candidates: list[Candidate], proxy, references: list, scores: dic
         row["reference"] = float(np.mean(finals)) if complete else math.nan
         row["reference_spread"] = max(finals) - min(finals) if complete else math.nan
         row["proxy_status"] = p.user_attrs.get(st.ATTR_STATUS) if p else "not run"
-        row["reference_status"] = "/".join(r.user_attrs.get(st.ATTR_STATUS) if r else "not run" for r in rs)
+        row["reference_status"] = "/".join((r.user_attrs.get(st.ATTR_STATUS) or "unknown") if r else "not run" for r in rs)
         row["arch_id"] = aid
         rows.append(row)
     df = pd.DataFrame(rows)

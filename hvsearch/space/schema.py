@@ -143,7 +143,11 @@ class Space:
         constraints); budgets, resources and the sampler may change between runs of a study."""
         keep = {k: self.raw.get(k) for k in ("arch", "constraints")}
         keep["train"] = self.train.to_dict()
-        keep["data"] = self.data.to_dict()
+        # the data root as the file wrote it: anchoring a relative root to the file's folder must
+        # not change the study's identity (nor moving a project folder with its data)
+        raw_data = self.raw.get("data")
+        keep["data"] = {**self.data.to_dict(),
+                        "root": raw_data.get("root") if isinstance(raw_data, Mapping) else self.data.root}
         keep["objectives"] = list(self.search.objectives)
         blob = json.dumps(keep, sort_keys=True, default=str, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -270,7 +270,7 @@ def test_calibrate_with_two_reference_seeds_has_the_ceiling_and_flags(seeded):
 
 
 def test_a_calibration_reuses_another_reference_and_trains_only_its_proxy(seeded):
-    folder, env, first_out = seeded
+    folder, env, _ = seeded
     _, before = _studies(folder, "seeded-calibrate.db")
     path = write_space(folder, _seeded_edit(2), name="longer")
     out = run_cli(["calibrate", str(path), "-n", str(SEEDED_N), "--bootstrap", "200",

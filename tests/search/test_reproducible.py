@@ -53,6 +53,7 @@ def test_two_seeded_searches_give_identical_trial_values(workdir, monkeypatch):
                      "--out", str(out)]) == 0
     finally:
         torch.set_num_threads(threads)  # --threads sets this process's count
-    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    with (out / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
     retrained = {int(r["epoch"]): (float(r["train_loss"]), float(r["val_top1"])) for r in rows}
     assert {e: retrained[e] for e in range(1, epochs + 1)} == curves[0][trial.user_attrs["arch_id"]]

@@ -138,7 +138,7 @@ def test_train_log_prints_the_notes(tmp_path, capsys):
     assert "3 classes, 3 channels" in err
 
 
-@pytest.mark.parametrize("command", ["check", "run"])
+@pytest.mark.parametrize("command", ["check", "run", "calibrate"])
 def test_check_and_run_stop_on_missing_data_before_any_study(tmp_path, monkeypatch, capsys, command,
                                                              no_installed_data):
     monkeypatch.chdir(tmp_path)
