@@ -26,10 +26,15 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("hvsearch-cache")
 
 
-@pytest.fixture
-def workdir(tmp_path: Path, cache_dir: Path):
-    """A folder to run searches in, and the environment they run with."""
+def search_env(cache_dir: Path) -> dict[str, str]:
+    """The environment searches run with in the tests."""
     env = dict(os.environ)
     env.update(HVSEARCH_CACHE=str(cache_dir), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
                RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
-    return tmp_path, env
+    return env
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, cache_dir: Path):
+    """A folder to run searches in, and the environment they run with."""
+    return tmp_path, search_env(cache_dir)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import os
 from collections import Counter
 
 import numpy as np
@@ -27,6 +26,7 @@ from hvsearch.proxies.calibrate import (
 )
 from hvsearch.proxies.stats import bootstrap_ci, kendall
 from hvsearch.space import load_space
+from tests.conftest import search_env
 from tests.search.conftest import TINY, run_cli, write_space
 
 N = 6
@@ -195,9 +195,7 @@ def seeded(tmp_path_factory, cache_dir):
     """The tiny space calibrated on 4 architectures: a 1-epoch proxy, a 3-epoch reference trained
     with 2 seeds (the default). Shared by the tests below: it is the expensive part."""
     folder = tmp_path_factory.mktemp("seeded")
-    env = dict(os.environ)  # as conftest's workdir, for the module
-    env.update(HVSEARCH_CACHE=str(cache_dir), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
-               RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    env = search_env(cache_dir)
     path = write_space(folder, _seeded_edit(1), name="seeded")
     out = run_cli(["calibrate", str(path), "-n", str(SEEDED_N), "--reference-epochs", "3", "--bootstrap", "200"],
                   folder, env, timeout=600).stdout
