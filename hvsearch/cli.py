@@ -343,6 +343,10 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-epochs", type=int, default=None,
                    help="epochs of the reference training (default 5x the space's train.epochs; with "
                    "--reference-study, the reused reference's)")
+    p.add_argument("--reference-fraction", type=float, default=None, metavar="F",
+                   help="share of the training split the reference trains on (default the space's "
+                   "train.fraction; with --reference-study, the reused reference's): a proxy may train on "
+                   "a smaller subset than the reference it is judged by")
     p.add_argument("--reference-seeds", type=int, metavar="K",
                    help="train the reference K times, seed k with train.seed + k (default 2): the table "
                    "compares every score with the seed average and opens with the ceiling, seed 1 vs "
@@ -350,7 +354,7 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-study", metavar="NAME",
                    help="reuse calibration NAME's reference (studies NAME-reference, NAME-reference-seed<k> "
                    "in studies/NAME.db, or in --storage) instead of training one: refused unless it was "
-                   "trained on the same sample, data, recipe and reference epochs")
+                   "trained on the same sample, data, recipe (fraction included) and reference epochs")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample, the zero-cost scores and the "
                    "bootstrap (default 0)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
@@ -382,6 +386,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.bootstrap < 100:
         raise HVSearchError(f"--bootstrap must be >= 100 resamples for a 95% interval, got {args.bootstrap}")
     run_calibration(space, n=args.archs, reference_epochs=args.reference_epochs,
+                    reference_fraction=args.reference_fraction,
                     reference_seeds=args.reference_seeds, reference_study=args.reference_study, seed=args.seed,
                     study=args.study, storage=args.storage, address=args.address, num_cpus=args.num_cpus,
                     n_boot=args.bootstrap, studies_dir=args.studies_dir, results_dir=args.results_dir)

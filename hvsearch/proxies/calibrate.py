@@ -220,10 +220,12 @@ def _flops_check(space):
 
 # ---- the trainings ----------------------------------------------------------------------------
 
-def candidate_space(space, candidates: list[Candidate], *, name: str, epochs: int, seed_offset: int = 0):
+def candidate_space(space, candidates: list[Candidate], *, name: str, epochs: int, seed_offset: int = 0,
+                    fraction: float | None = None):
     """The space's settings with its architecture space replaced by the fixed candidates: one
-    trial each (Optuna's grid sampler), ``epochs`` epochs with ``train.seed + seed_offset``, no
-    early stopping."""
+    trial each (Optuna's grid sampler), ``epochs`` epochs with ``train.seed + seed_offset`` on
+    ``fraction`` of the training split (default the space's ``train.fraction``), no early
+    stopping."""
     from hvsearch.scaling.grid import CandidateSpace
     from hvsearch.space.schema import SearchSettings
 
@@ -233,12 +235,14 @@ def candidate_space(space, candidates: list[Candidate], *, name: str, epochs: in
     raw = {"arch": archs, "constraints": space.raw.get("constraints") or {}}
     return dataclasses.replace(space, name=name, arch=CandidateSpace(archs), search=search,
                                train=dataclasses.replace(space.train, epochs=epochs,
-                                                         seed=space.train.seed + seed_offset),
+                                                         seed=space.train.seed + seed_offset,
+                                                         fraction=space.train.fraction if fraction is None
+                                                         else fraction),
                                source=f"calibrate {space.source}", raw=raw)
 
 
 def run_calibration(space, *, n: int = DEFAULT_N, reference_epochs: int | None = None,
-                    reference_seeds: int | None = None, reference_study: str | None = None,
+                    reference_fraction: float | None = None, reference_seeds: int | None = None, reference_study: str | None = None,
                     seed: int = 0, study: str | None = None, storage: str | None = None,
                     address: str | None = None, num_cpus: int | None = None, n_boot: int = 1000,
                     studies_dir: str | Path = "studies", results_dir: str | Path = "results",
@@ -263,19 +267,28 @@ def run_calibration(space, *, n: int = DEFAULT_N, reference_epochs: int | None =
               if reference_study is not None else None)
     if reference_epochs is None and reused is not None:
         reference_epochs = reused.stamped["reference epochs"]
+    if reference_fraction is None and reused is not None:
+        reference_fraction = reused.stamped["recipe"].get("fraction")
+    ref_fraction = space.train.fraction if reference_fraction is None else reference_fraction
+    if isinstance(ref_fraction, bool) or not isinstance(ref_fraction, (int, float)) or not 0 < ref_fraction <= 1:
+        raise CalibrationError(f"--reference-fraction must be in (0, 1] (the share of the training split "
+                               f"the reference trains on), got {ref_fraction}")
     ref_epochs = reference_epochs if reference_epochs is not None else DEFAULT_FACTOR * proxy_epochs
-    if not isinstance(ref_epochs, int) or ref_epochs <= proxy_epochs:
+    proxy_budget = proxy_epochs * space.train.fraction
+    if not isinstance(ref_epochs, int) or ref_epochs < 1 or ref_epochs * ref_fraction <= proxy_budget:
         source = (f"the reused reference {reference_study}'s epochs" if reused is not None and
                   reference_epochs == reused.stamped["reference epochs"] else "--reference-epochs")
-        raise CalibrationError(f"{source} must be an integer above the proxy's train.epochs "
-                               f"{proxy_epochs} (the reference is the longer training), got {ref_epochs}")
+        raise CalibrationError(f"{source} must be an integer whose training (epochs x fraction "
+                               f"{ref_fraction:g}) exceeds the proxy's ({proxy_epochs} x {space.train.fraction:g}): "
+                               f"the reference is the longer training, got {ref_epochs}")
+    factor = ref_epochs * ref_fraction / proxy_budget
     base = study or f"{space.name}-calibrate"
     t0 = time.monotonic()
-    print(f"calibrate {space.source}: {n} architectures, proxy {proxy_epochs} epoch(s) vs reference "
-          f"{ref_epochs} epoch(s) ({ref_epochs / proxy_epochs:g}x), {reference_seeds} reference seed(s)",
-          file=out, flush=True)
+    print(f"calibrate {space.source}: {n} architectures, proxy {_budget(proxy_epochs, space.train.fraction)} "
+          f"vs reference {_budget(ref_epochs, ref_fraction)} ({factor:.3g}x the proxy's training images), "
+          f"{reference_seeds} reference seed(s)", file=out, flush=True)
     candidates = stratified_sample(space, n, seed=seed, out=out)
-    setup = reference_setup(candidates, space, ref_epochs)
+    setup = reference_setup(candidates, space, ref_epochs, ref_fraction)
     if reused is not None:
         for name in reused.names:
             check_reference(load_study(name, reused.url), reused.url, setup, reference_study)
@@ -296,9 +309,10 @@ def run_calibration(space, *, n: int = DEFAULT_N, reference_epochs: int | None =
             if ref.reused and finished[name]:
                 print(f"--- reference seed {k}: {name} has its {n} trainings, reused as it is", file=out, flush=True)
                 continue
-            print(f"--- reference training, seed {k} (train.seed {space.train.seed + k}): {ref_epochs} "
-                  f"epoch(s) per architecture", file=out, flush=True)
-            run_search(candidate_space(space, candidates, name=name, epochs=ref_epochs, seed_offset=k),
+            print(f"--- reference training, seed {k} (train.seed {space.train.seed + k}): "
+                  f"{_budget(ref_epochs, ref_fraction)} per architecture", file=out, flush=True)
+            run_search(candidate_space(space, candidates, name=name, epochs=ref_epochs, seed_offset=k,
+                                       fraction=ref_fraction),
                        study=name, storage=ref.url, studies_dir=studies_dir, results_dir=results_dir, out=out)
             if not ref.reused:
                 _stamp(load_study(name, ref.url), setup)
@@ -315,14 +329,20 @@ def run_calibration(space, *, n: int = DEFAULT_N, reference_epochs: int | None =
     table = correlation_table(archs, n_boot=n_boot, seed=seed)
     out_dir = write_calibration(archs, table, Path(results_dir) / base,
                                 title=f"{space.name}: {len(archs)} architectures, reference "
-                                f"{ref_epochs} epochs ({reference_seeds} seed(s)) vs proxy {proxy_epochs}")
+                                f"{_budget(ref_epochs, ref_fraction)} ({reference_seeds} seed(s)) vs proxy "
+                                f"{_budget(proxy_epochs, space.train.fraction)}")
     print(f"--- calibration of {space.name} ({time.monotonic() - t0:.0f} s): rank agreement with the "
-          f"{ref_epochs}-epoch reference, averaged over {reference_seeds} seed(s)", file=out)
+          f"reference ({_budget(ref_epochs, ref_fraction)}), averaged over {reference_seeds} seed(s)", file=out)
     print(render(table), file=out)
     print(ceiling_line(table), file=out)
     print(flags_line(archs), file=out)
     print(f"written {out_dir}/calibration.csv, archs.csv, calibration.png", file=out, flush=True)
     return Calibration(table, archs, out_dir, proxy_name, ref.names, url, ref.url)
+
+
+def _budget(epochs: int, fraction: float) -> str:
+    """``"10 epoch(s)"``, or ``"10 epoch(s) on 20% of the training split"`` below the whole."""
+    return f"{epochs} epoch(s)" + (f" on {100 * fraction:g}% of the training split" if fraction < 1 else "")
 
 
 def _finished(study: str, url: str, n: int) -> bool:
@@ -345,12 +365,16 @@ def reference_names(base: str, seeds: int) -> list[str]:
     return [f"{base}-reference" + (f"-seed{k}" if k else "") for k in range(seeds)]
 
 
-def reference_setup(candidates: list[Candidate], space, reference_epochs: int) -> dict[str, Any]:
+def reference_setup(candidates: list[Candidate], space, reference_epochs: int,
+                    reference_fraction: float | None = None) -> dict[str, Any]:
     """What makes a reference reusable by another calibration, part by part: the ``sample`` (arch
-    ids, sorted), the ``data``, the ``recipe`` (the train settings without ``epochs`` and ``seed``:
-    the proxy's length may differ, and seeds are per reference run) and the ``reference epochs``.
-    In JSON's types, as a study user attr keeps it."""
-    recipe = {k: v for k, v in space.train.to_dict().items() if k not in ("epochs", "seed")}
+    ids, sorted), the ``data``, the ``recipe`` (the reference's train settings without ``epochs``
+    and ``seed``: the proxy's length may differ, and seeds are per reference run; its ``fraction``
+    is ``reference_fraction``, default the space's) and the ``reference epochs``. In JSON's types,
+    as a study user attr keeps it."""
+    train = space.train if reference_fraction is None else dataclasses.replace(space.train,
+                                                                                fraction=reference_fraction)
+    recipe = {k: v for k, v in train.to_dict().items() if k not in ("epochs", "seed")}
     setup = {"sample": sorted(c.spec.arch_id for c in candidates), "data": space.data.to_dict(),
              "recipe": recipe, "reference epochs": reference_epochs}
     return json.loads(_canonical(setup))

@@ -19,7 +19,9 @@ What every trial carries (user attrs, see the ``ATTR_*`` names):
 * The learning curve (val top-1 per epoch) is the trial's intermediate values, step = epoch.
 
 The study's user attrs hold the space file (``space_yaml``), its ``fingerprint`` (a re-run must
-use the same architectures, training, data, objectives and constraints) and ``driver`` (host,
+use the same architectures, training, data, objectives and constraints), the training recipe
+every trial used (``train``, as the space's ``train:`` section with defaults filled in; for
+calibrate's studies, which have no space file of their own, the only record of it) and ``driver`` (host,
 pid and heartbeat of the process running it, so that two drivers never run one study).
 """
 from __future__ import annotations
@@ -182,6 +184,7 @@ def open_for_run(space: Space, name: str, url: str, resume: bool) -> Opened:
         study.set_user_attr("space_yaml", Path(space.source).read_text() if Path(space.source).is_file() else "")
         study.set_user_attr("space_source", space.source)
         study.set_user_attr("fingerprint", space.fingerprint())
+        study.set_user_attr("train", space.train.to_dict())  # the recipe, readable in the dashboard
         study.set_user_attr("objectives", list(space.search.objectives))
         _name_objectives(study, space)
     else:

@@ -80,7 +80,7 @@ def test_calibrate_end_to_end_writes_the_table_and_continues(workdir):
     args = ["calibrate", str(path), "-n", str(N), "--reference-epochs", str(REF_EPOCHS), "--bootstrap", "200",
             "--reference-seeds", "1"]
     out = run_cli(args, folder, env, timeout=600).stdout
-    assert f"{N} architectures, proxy {PROXY_EPOCHS} epoch(s) vs reference {REF_EPOCHS} epoch(s) (2x)" in out
+    assert f"{N} architectures, proxy {PROXY_EPOCHS} epoch(s) vs reference {REF_EPOCHS} epoch(s) (2x the proxy's training images)" in out
     assert "Kendall tau [95% CI]" in out and "written results/cal-calibrate/calibration.csv" in out
     assert "no ceiling: one reference seed" in out
 
@@ -134,8 +134,8 @@ def test_calibrate_refuses_a_reference_no_longer_than_the_proxy(tmp_path, capsys
     code = main(["calibrate", str(path), "--reference-epochs", "2", "--studies-dir", str(tmp_path / "studies")])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
-    assert "--reference-epochs must be an integer above the proxy's train.epochs 2" in err
-    assert "got 2" in err
+    assert ("--reference-epochs must be an integer whose training (epochs x fraction 1) exceeds the proxy's "
+            "(2 x 1): the reference is the longer training, got 2") in err
     assert not (tmp_path / "studies").exists(), "nothing is created for a refused run"
 
 
@@ -213,7 +213,7 @@ def test_calibrate_with_two_reference_seeds_has_the_ceiling_and_flags(seeded):
     import optuna
 
     folder, _, out = seeded
-    assert f"{SEEDED_N} architectures, proxy 1 epoch(s) vs reference 3 epoch(s) (3x), 2 reference seed(s)" in out
+    assert f"{SEEDED_N} architectures, proxy 1 epoch(s) vs reference 3 epoch(s) (3x the proxy's training images), 2 reference seed(s)" in out
     assert "reference training, seed 1 (train.seed 1)" in out
     url, studies = _studies(folder, "seeded-calibrate.db")
     assert studies == {"seeded-calibrate-proxy": SEEDED_N, "seeded-calibrate-reference": SEEDED_N,
@@ -273,7 +273,7 @@ def test_a_calibration_reuses_another_reference_and_trains_only_its_proxy(seeded
     path = write_space(folder, _seeded_edit(2), name="longer")
     out = run_cli(["calibrate", str(path), "-n", str(SEEDED_N), "--bootstrap", "200",
                    "--reference-study", "seeded-calibrate"], folder, env, timeout=600).stdout
-    assert "proxy 2 epoch(s) vs reference 3 epoch(s) (1.5x), 2 reference seed(s)" in out
+    assert "proxy 2 epoch(s) vs reference 3 epoch(s) (1.5x the proxy's training images), 2 reference seed(s)" in out
     assert "(calibration seeded-calibrate's, reused)" in out
     assert out.count("has its 4 trainings, reused as it is") == 2 and "reference training" not in out
     assert _studies(folder, "seeded-calibrate.db")[1] == before
@@ -287,11 +287,42 @@ def test_a_calibration_reuses_another_reference_and_trains_only_its_proxy(seeded
     assert pd.read_csv(folder / "results" / "longer-calibrate" / "calibration.csv").iloc[0]["kind"] == "ceiling"
 
 
+def test_a_proxy_on_a_smaller_subset_is_judged_by_the_reused_reference(seeded):
+    """The reused reference keeps its own fraction (read from its stamp); only the proxy trains,
+    on half the training split."""
+    import optuna
+
+    folder, env, _ = seeded
+
+    def half(d):
+        _seeded_edit(2)(d)
+        d["train"]["fraction"] = 0.5
+
+    path = write_space(folder, half, name="half")
+    out = run_cli(["calibrate", str(path), "-n", str(SEEDED_N), "--bootstrap", "200",
+                   "--reference-study", "seeded-calibrate"], folder, env, timeout=600).stdout
+    assert ("proxy 2 epoch(s) on 50% of the training split vs reference 3 epoch(s) (3x the proxy's training "
+            "images), 2 reference seed(s)") in out
+    assert out.count("has its 4 trainings, reused as it is") == 2 and "reference training" not in out
+    url, studies = _studies(folder, "half-calibrate.db")
+    assert studies == {"half-calibrate-proxy": SEEDED_N}
+    proxy = optuna.load_study(study_name="half-calibrate-proxy", storage=url)
+    assert proxy.user_attrs["train"]["fraction"] == 0.5 and proxy.user_attrs["train"]["epochs"] == 2
+    reference = optuna.load_study(study_name="seeded-calibrate-reference",
+                                  storage=_studies(folder, "seeded-calibrate.db")[0])
+    assert reference.user_attrs["train"]["fraction"] == 1.0 and reference.user_attrs["train"]["epochs"] == 3
+    first = pd.read_csv(folder / "results" / "seeded-calibrate" / "archs.csv")
+    second = pd.read_csv(folder / "results" / "half-calibrate" / "archs.csv")
+    pd.testing.assert_frame_equal(second[["arch_id", "reference"]], first[["arch_id", "reference"]])
+
+
 @pytest.mark.parametrize("edit, extra, message", [
     (lambda d: d["data"].update(size=480), [],
      "differs from this calibration in its data (data.size 240 there, 480 here)"),
     (None, ["--reference-epochs", "4"],
      "differs from this calibration in its reference epochs (reference epochs 3 there, 4 here)"),
+    (None, ["--reference-fraction", "0.5"],
+     "differs from this calibration in its recipe (recipe.fraction 1.0 there, 0.5 here)"),
     (None, ["--reference-seeds", "3"],
      "--reference-study seeded-calibrate has 2 reference seed(s) in sqlite:///"),
 ])
