@@ -1,0 +1,46 @@
+"""The pure parts of the benchmark scripts (their measurements run outside the suite)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import search_vs_random as svr  # noqa: E402
+
+
+def test_hypervolume_is_the_normalised_area_the_front_dominates():
+    hv = lambda acc, flops: svr.hypervolume(np.array(acc, float), np.array(flops, float), chance=10.0,
+                                            max_flops=50e6)
+    assert hv([55.0], [25e6]) == pytest.approx(0.5 * 0.5)
+    # two front points: a strip of 1.0 x 0.2 and one of 0.5 x (0.6 - 0.2)
+    assert hv([100.0, 55.0], [40e6, 20e6]) == pytest.approx(1.0 * 0.2 + 0.5 * 0.4)
+    # a dominated point, one below chance and one over the FLOPs bound add nothing; order does not matter
+    assert hv([55.0, 100.0, 40.0, 5.0, 99.0], [20e6, 40e6, 30e6, 1e6, 60e6]) == pytest.approx(0.4)
+    assert hv([], []) == 0.0
+
+
+def test_each_sampler_changes_only_the_sampler_and_nsga2_adds_the_flops_objective():
+    from hvsearch.space import load_space
+
+    space = load_space(ROOT / "spaces" / "fashion.yaml")
+    tpe = svr.search_space(space, "tpe", 1, trials=None, population=8)
+    nsga = svr.search_space(space, "nsga2", 2, trials=12, population=6)
+    rnd = svr.search_space(space, "random", 3, trials=None, population=8)
+    assert tpe.search.sampler_options == space.search.sampler_options and tpe.search.seed == 1
+    assert nsga.search.objectives == ("accuracy", "flops") and nsga.search.sampler_options == {"population_size": 6}
+    assert rnd.search.sampler_options == {} and rnd.search.objectives == ("accuracy",)
+    assert {s.search.time_budget for s in (tpe, nsga, rnd)} == {None}
+    assert tpe.search.trials == rnd.search.trials == space.search.trials and nsga.search.trials == 12
+    for s in (tpe, nsga, rnd):
+        assert (s.train, s.data, s.raw["arch"]) == (space.train, space.data, space.raw["arch"])
+
+
+def test_retrain_studies_are_named_by_the_set_of_architectures():
+    assert svr.retrain_names(["b", "a", "a"], 2) == svr.retrain_names(["a", "b"], 2)
+    assert svr.retrain_names(["a", "b"], 2)[1].endswith("-seed1")
+    assert svr.retrain_names(["a"], 1) != svr.retrain_names(["a", "b"], 1)
