@@ -38,7 +38,6 @@ also the single-objective ones, over the same trials.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import sys
 import time
@@ -46,6 +45,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _retrain import final_accuracy, retrain, study_names  # noqa: E402
 
 SAMPLERS = ("tpe", "nsga2", "random")
 STAGES = ("all", "search", "retrain", "report")
@@ -129,57 +131,24 @@ def _url(args) -> str:
 
 
 def retrain_names(arch_ids, seeds: int) -> list[str]:
-    digest = hashlib.sha256(",".join(sorted(set(arch_ids))).encode()).hexdigest()[:8]
-    return [f"svr-retrain-{digest}-seed{k}" for k in range(seeds)]
+    return study_names("svr-retrain", arch_ids, seeds)
 
 
-def retrain(space, args, best, out) -> list[str]:
+def retrain_bests(space, args, best, out) -> list[str]:
     """Train each distinct best architecture ``--reference-seeds`` times at the reference budget;
     the studies' names."""
     import json
 
     from hvsearch.arch import ModelSpec
-    from hvsearch.proxies.calibrate import Candidate, candidate_space, count_params, dominant_mixer
     from hvsearch.search import study as st
-    from hvsearch.search.runner import init_ray, run_search
 
     specs = {}
     for t in best.values():
         specs.setdefault(t.user_attrs[st.ATTR_ARCH_ID], ModelSpec.from_dict(json.loads(t.user_attrs[st.ATTR_ARCH])))
-    candidates = [Candidate(label=f"b{i:02d}", spec=spec, family=dominant_mixer(spec), params=count_params(spec),
-                            size_bin=0) for i, (aid, spec) in enumerate(sorted(specs.items()))]
-    names = retrain_names(specs, args.reference_seeds)
-    print(f"=== retraining {len(candidates)} distinct best architecture(s) at the reference budget: "
-          f"{args.reference_epochs} epoch(s) on {100 * args.reference_fraction:g}% of the training split, "
-          f"{args.reference_seeds} seed(s): studies {', '.join(names)}", file=out, flush=True)
-    started = init_ray(args.address, args.num_cpus)
-    try:
-        for k, name in enumerate(names):
-            run_search(candidate_space(space, candidates, name=name, epochs=args.reference_epochs, seed_offset=k,
-                                       fraction=args.reference_fraction),
-                       study=name, storage=args.storage, results_dir=None, out=out)
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
-    return names
-
-
-def reference_accuracy(names: list[str], url: str) -> dict[str, list[float]]:
-    """arch id -> final accuracy of each retraining seed (NaN where it did not complete)."""
-    from optuna.trial import TrialState
-
-    from hvsearch.search import study as st
-    from hvsearch.search.study import load_study
-
-    acc: dict[str, list[float]] = {}
-    for k, name in enumerate(names):
-        for t in load_study(name, url).get_trials(deepcopy=False):
-            aid = t.user_attrs.get(st.ATTR_ARCH_ID)
-            value = t.values[0] if t.state == TrialState.COMPLETE and t.values else math.nan
-            acc.setdefault(aid, [math.nan] * len(names))[k] = value
-    return acc
+    return retrain(space, {f"b{i:02d}": spec for i, (_, spec) in enumerate(sorted(specs.items()))},
+                   prefix="svr-retrain", epochs=args.reference_epochs, fraction=args.reference_fraction,
+                   seeds=args.reference_seeds, storage=args.storage, address=args.address,
+                   num_cpus=args.num_cpus, out=out)
 
 
 def report(space, args, names: list[str] | None, out_dir: Path, out) -> pd.DataFrame:
@@ -190,7 +159,7 @@ def report(space, args, names: list[str] | None, out_dir: Path, out) -> pd.DataF
     url = _url(args)
     chance = 100.0 / data_shape(space.data)[0]
     best = best_specs(args)
-    ref = reference_accuracy(names, url) if names else {}
+    ref = final_accuracy(names, url) if names else {}
     rows, curves = [], []
     searches = [(s, seed) for s in args.samplers for seed in args.seeds]
     frames = {key: trained(load_study(search_name(*key), url)) for key in searches}
@@ -330,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                 names = retrain_names([t.user_attrs["arch_id"] for t in best.values()], args.reference_seeds)
                 names = names if all(n in have for n in names) else None
             elif best:
-                names = retrain(space, args, best, out)
+                names = retrain_bests(space, args, best, out)
         report(space, args, names, Path(args.out), out)
         print(f"({time.monotonic() - t0:.0f} s)", file=out)
     except HVSearchError as e:

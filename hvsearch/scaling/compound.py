@@ -126,7 +126,21 @@ def scale(seed: ModelSpec, phi: float, rule: ScalingRule = ScalingRule()) -> Mem
     stages = [dataclasses.replace(st, depth=d, width=w) for st, d, w in zip(seed.stages, depths, widths)]
     draft = seed.replace(stem=stem, stages=tuple(stages), resolution=resolution,
                          name=f"{seed.name or 'arch'}_phi{phi_tag(phi)}")
-    fitted = []
+    spec, fitted = fit_to_features(draft)
+    adjustments += fitted
+    try:
+        spec.validate()
+    except SpecError as e:
+        raise ScalingError(f"phi={phi:g}: rounding cannot satisfy the spec's rules: {e}") from None
+    return Member(phi=phi, spec=spec, exact_depths=exact_depths, exact_widths=exact_widths,
+                  exact_resolution=exact_res, adjustments=tuple(adjustments))
+
+
+def fit_to_features(draft: ModelSpec) -> tuple[ModelSpec, list[str]]:
+    """``draft`` with every mixer knob bound to the feature size (CMT's reduction ratio, Hire-MLP's
+    region and shift, Container's key/value pooling) re-fitted to its stage's feature size at the
+    draft's resolution, and what changed, one line per knob. Not validated: the caller does."""
+    adjustments, fitted = [], []
     for ctx, st in zip(draft.stage_contexts(), draft.stages):
         mixer = st.mixer.fit(ctx)
         for f in dataclasses.fields(mixer):
@@ -135,13 +149,7 @@ def scale(seed: ModelSpec, phi: float, rule: ScalingRule = ScalingRule()) -> Mem
                 adjustments.append(f"stages.{ctx.index}.mixer.{f.name} {old} -> {new} "
                                    f"(feature size {ctx.height}x{ctx.width})")
         fitted.append(dataclasses.replace(st, mixer=mixer))
-    spec = draft.replace(stages=tuple(fitted))
-    try:
-        spec.validate()
-    except SpecError as e:
-        raise ScalingError(f"phi={phi:g}: rounding cannot satisfy the spec's rules: {e}") from None
-    return Member(phi=phi, spec=spec, exact_depths=exact_depths, exact_widths=exact_widths,
-                  exact_resolution=exact_res, adjustments=tuple(adjustments))
+    return draft.replace(stages=tuple(fitted)), adjustments
 
 
 def phi_tag(phi: float) -> str:

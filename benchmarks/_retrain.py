@@ -1,0 +1,58 @@
+"""Train a fixed set of architectures at one recipe with several training seeds, through the same
+machinery as ``hvsearch calibrate``'s reference (Ray Tune trials, one Optuna study per training
+seed, Optuna's grid sampler visiting each architecture once, no early stopping). Shared by the
+benchmarks that retrain what a search found. Re-running continues the studies; a study's name
+carries a digest of its architecture set, so another set never collides with it."""
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import IO
+
+
+def study_names(prefix: str, arch_ids, seeds: int) -> list[str]:
+    """``<prefix>-<digest>-seed<k>``: the digest names the set (order and repeats do not matter)."""
+    digest = hashlib.sha256(",".join(sorted(set(arch_ids))).encode()).hexdigest()[:8]
+    return [f"{prefix}-{digest}-seed{k}" for k in range(seeds)]
+
+
+def retrain(space, specs: dict, *, prefix: str, epochs: int, fraction: float, seeds: int, storage: str,
+            address: str | None, num_cpus: int | None, out: IO[str]) -> list[str]:
+    """Train every spec of ``specs`` (label -> ModelSpec) ``seeds`` times with the space's recipe
+    but ``epochs`` on ``fraction`` of the training split, seed k with ``train.seed + k``; the
+    studies' names (:func:`study_names`)."""
+    from hvsearch.proxies.calibrate import Candidate, candidate_space, count_params, dominant_mixer
+    from hvsearch.search.runner import init_ray, run_search
+
+    candidates = [Candidate(label=label, spec=spec, family=dominant_mixer(spec), params=count_params(spec),
+                            size_bin=0) for label, spec in specs.items()]
+    names = study_names(prefix, [c.spec.arch_id for c in candidates], seeds)
+    print(f"=== training {len(candidates)} architecture(s): {epochs} epoch(s) on {100 * fraction:g}% of the "
+          f"training split, {seeds} seed(s): studies {', '.join(names)} in {storage}", file=out, flush=True)
+    started = init_ray(address, num_cpus)
+    try:
+        for k, name in enumerate(names):
+            run_search(candidate_space(space, candidates, name=name, epochs=epochs, seed_offset=k,
+                                       fraction=fraction),
+                       study=name, storage=storage, results_dir=None, out=out)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    return names
+
+
+def final_accuracy(names: list[str], url: str) -> dict[str, list[float]]:
+    """arch id -> final validation top-1 of each study in ``names`` (NaN where it did not complete)."""
+    from optuna.trial import TrialState
+
+    from hvsearch.search import study as st
+
+    acc: dict[str, list[float]] = {}
+    for k, name in enumerate(names):
+        for t in st.load_study(name, url).get_trials(deepcopy=False):
+            aid = t.user_attrs.get(st.ATTR_ARCH_ID)
+            value = t.values[0] if t.state == TrialState.COMPLETE and t.values else math.nan
+            acc.setdefault(aid, [math.nan] * len(names))[k] = value
+    return acc
