@@ -12,6 +12,7 @@ import sys
 from typing import Callable
 
 from hvsearch.errors import HVSearchError
+from hvsearch.seed_names import check_arch_ref
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable]] = {}
 
@@ -73,6 +74,7 @@ def _show_args(p: argparse.ArgumentParser) -> None:
 @command("show", help="print an architecture's per-stage spec and cost")
 @arguments(_show_args)
 def cmd_show(args: argparse.Namespace) -> int:
+    check_arch_ref(args.arch)  # before torch loads: a wrong name or path is answered at once
     from hvsearch.models.report import show_arch
 
     print(show_arch(args.arch, resolution=args.resolution, fmt=args.format))
@@ -243,6 +245,8 @@ def _scale_args(p: argparse.ArgumentParser) -> None:
 @command("scale", help="compound-scale a seed into a model family (depth a^phi, width b^phi, resolution g^phi)")
 @arguments(_scale_args)
 def cmd_scale(args: argparse.Namespace) -> int:
+    if ":" not in args.seed or Path(args.seed).exists():  # STUDY:best is looked up in its study
+        check_arch_ref(args.seed)
     from hvsearch.scaling import ScalingRule
     from hvsearch.scaling.family import family, resolve_seed, write_members
 
@@ -298,6 +302,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 @command("train", help="proxy-train an architecture; metrics CSV and checkpoint under results/train/")
 @arguments(_train_args)
 def cmd_train(args: argparse.Namespace) -> int:
+    check_arch_ref(args.arch)
     from hvsearch.models.report import load_arch
     from hvsearch.train.run import load_configs, run_training
 
@@ -396,10 +401,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 # ---- end of commands ------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line errors: a bad flag or value prints ``PROG: error: ...``
+    and where to read the usage, not the 12-line usage block first."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hvsearch import __version__
 
-    p = argparse.ArgumentParser(prog="hvsearch", description="Search and scale hybrid CNN/Transformer/MLP vision backbones.")
+    p = _Parser(prog="hvsearch", description="Search and scale hybrid CNN/Transformer/MLP vision backbones.")
     p.add_argument("--version", action="version", version=f"hvsearch {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for name, (_fn, help_, add_args) in COMMANDS.items():

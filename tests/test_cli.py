@@ -43,6 +43,10 @@ def test_show_table_yaml_and_json(tmp_path, capsys):
 @pytest.mark.parametrize("args, fragment", [
     (["show", "no_such_seed"], "is neither a seed"),
     (["show", "missing.yaml"], "does not exist"),
+    (["show", "hvsearch"], "architecture file hvsearch is a directory, not a file"),
+    (["scale", "--seed", "cmt_s", "--phi", "abc"],
+     "hvsearch scale: error: argument --phi: invalid float value: 'abc' (see `hvsearch scale --help`)"),
+    (["bogus"], "hvsearch: error: argument COMMAND: invalid choice: 'bogus'"),
 ])
 def test_errors_are_one_line_without_traceback(args, fragment):
     r = run_cli(*args)
@@ -50,6 +54,27 @@ def test_errors_are_one_line_without_traceback(args, fragment):
     assert "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0]
+
+
+@pytest.mark.parametrize("args", [["show", "cmt_ss"], ["train", "cmt_ss"], ["scale", "--seed", "cmt_ss"],
+                                  ["show", "missing.yaml"]])
+def test_a_wrong_name_or_path_is_answered_before_torch_loads(args):
+    """Checked in a fresh interpreter: the error path never imports torch, so it answers at once."""
+    code = ("import sys; from hvsearch.cli import main; rc = main(sys.argv[1:]); "
+            "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded', rc)")
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["torch", "not", "loaded", "2"], r.stderr
+    if "cmt_ss" in args:
+        assert "'cmt_ss' is neither a seed nor an architecture file (did you mean 'cmt_s' or 'cmt_xs'?)" in r.stderr
+
+
+def test_the_torch_free_seed_names_are_the_catalog():
+    from hvsearch.seed_names import SEEDS
+    from hvsearch.seed_names import seed_names as listed
+
+    assert listed() == seed_names()
+    assert {name: get_seed(name).family for name in seed_names()} == {
+        name: family for family, names in SEEDS.items() for name in names}
 
 
 def test_bad_spec_file_names_path_rule_value(tmp_path):

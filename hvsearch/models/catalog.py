@@ -15,6 +15,7 @@ from timm.models import register_model
 
 from hvsearch.arch import ModelSpec
 from hvsearch.errors import RegistryError
+from hvsearch.seed_names import SEEDS
 
 TIMM_PREFIX = "hvs_"
 
@@ -61,6 +62,9 @@ _SEEDS: dict[str, Seed] = {}
 def register_seed(name: str, family: str, spec_fn: Callable[[], ModelSpec], **ref) -> Seed:
     if name in _SEEDS:
         raise RegistryError(f"seed {name!r} is already registered")
+    if name not in SEEDS.get(family, ()):
+        raise RegistryError(f"seed {name!r} of family {family!r} is not listed in hvsearch/seed_names.py "
+                            "(commands check names there without loading the models): add it")
     spec = spec_fn().replace(name=name).validate()
     seed = Seed(name=name, family=family, spec=spec, **ref)
     _SEEDS[name] = seed
