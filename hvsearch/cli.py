@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 from hvsearch.errors import HVSearchError
@@ -100,7 +101,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise HVSearchError(f"--samples must be >= 1, got {args.samples}")
     check_data(space.data)
     report = check_space(space, samples=args.samples, seed=args.seed, count=not args.no_cost,
-                         progress=sys.stderr.isatty())
+                         progress=True)
     print(report.render())
     return 1 if report.problems else 0
 
@@ -180,8 +181,6 @@ def _results_args(p: argparse.ArgumentParser) -> None:
 @command("results", help="print a study's leaderboard and (re)write results/<study>/")
 @arguments(_results_args)
 def cmd_results(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from hvsearch.search import results
     from hvsearch.search.study import load_study, storage_url
 

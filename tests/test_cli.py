@@ -77,6 +77,44 @@ def test_the_torch_free_seed_names_are_the_catalog():
         name: family for family, names in SEEDS.items() for name in names}
 
 
+def test_train_prints_progress_lines_in_a_log(tmp_path):
+    """Output captured (not a terminal): plain progress lines every HVSEARCH_PROGRESS_S seconds
+    (0: every loss check, 10 steps), no carriage returns, then the epoch line."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HVSEARCH_PROGRESS_S": "0"}
+    r = subprocess.run([sys.executable, "-m", "hvsearch.cli", "train", "cmt_ti", "--resolution", "32", "--epochs", "1",
+                        "--max-steps-per-epoch", "25", "--batch-size", "4", "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "\r" not in r.stderr
+    lines = r.stderr.splitlines()
+    steps = [line for line in lines if line.startswith("epoch 1/1: step ")]
+    assert [line.split()[3] for line in steps] == ["10/25", "20/25"]
+    assert all(line.endswith(" s") and "  loss " in line for line in steps)
+    assert lines.index(steps[-1]) < next(i for i, line in enumerate(lines) if line.startswith("epoch 1/1  loss"))
+
+
+def test_progress_in_a_log_is_one_line_per_item_or_per_interval():
+    import io
+
+    from hvsearch.progress import Progress
+
+    log = io.StringIO()
+    with Progress(3, "counting", every_s=0, file=log) as bar:
+        for name in "abc":
+            bar.update(note=name)
+    assert [line.rsplit("  ", 1)[0] for line in log.getvalue().splitlines()] == [
+        "counting 1/3  a", "counting 2/3  b", "counting 3/3  c"]
+    log = io.StringIO()
+    bar = Progress(100, "steps", every_s=3600, file=log, last_line=False)
+    for _ in range(100):
+        bar.update()
+    assert log.getvalue() == "" and bar.n == 100
+    log = io.StringIO()
+    with Progress(2, "quiet", every_s=0, file=log, enabled=False) as bar:
+        bar.update()
+    assert log.getvalue() == ""
+
+
 def test_bad_spec_file_names_path_rule_value(tmp_path):
     spec = get_seed("cmt_ti").spec.to_dict()
     spec["stages"][2]["mixer"]["heads"] = 5

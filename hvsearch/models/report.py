@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -29,9 +28,11 @@ def seeds_table(progress: bool = False) -> pd.DataFrame:
 
     rows = []
     names = seed_names()
-    for i, name in enumerate(names):
-        if progress:
-            print(f"\rcounting {name} ({i + 1}/{len(names)})...", end="", file=sys.stderr, flush=True)
+    from hvsearch.progress import Progress
+
+    bar = Progress(len(names), "counting seeds", unit="seed", every_s=0, enabled=progress)
+    for name in names:
+        bar.update(note=name)
         seed = get_seed(name)
         cost = count_spec(seed.spec)
         rows.append({
@@ -49,8 +50,7 @@ def seeds_table(progress: bool = False) -> pd.DataFrame:
             "paper_GFLOPs": seed.paper_gflops,
             "notes": seed.notes,
         })
-    if progress:
-        print("\r" + " " * 40 + "\r", end="", file=sys.stderr, flush=True)
+    bar.close()
     return pd.DataFrame(rows)
 
 

@@ -5,7 +5,6 @@ catalog seed (``timm.create_model("hvs_cmt_s_phi1")``), with the default rule.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -27,10 +26,11 @@ def family(seed: ModelSpec, phis: Sequence[float], rule: ScalingRule = ScalingRu
     Returns the family table (one row per φ) and the members."""
     base = count_spec(seed)
     rows, members = [], []
-    for i, phi in enumerate(phis):
-        if progress:
-            print(f"\rscaling {seed.name or 'arch'}: phi={phi:g} ({i + 1}/{len(phis)})", end="",
-                  file=sys.stderr, flush=True)
+    from hvsearch.progress import Progress
+
+    bar = Progress(len(phis), f"scaling {seed.name or 'arch'}", unit="member", every_s=0, enabled=progress)
+    for phi in phis:
+        bar.update(note=f"phi={phi:g}")
         member = scale(seed, phi, rule)
         cost = count_spec(member.spec)
         ratio, target = cost.flops / base.flops, TARGET_BASE ** phi
@@ -50,8 +50,7 @@ def family(seed: ModelSpec, phis: Sequence[float], rule: ScalingRule = ScalingRu
             "rule_ratio": rule.flops_base ** phi,
             "adjusted": "; ".join(member.adjustments),
         })
-    if progress:
-        print("\r" + " " * 60 + "\r", end="", file=sys.stderr, flush=True)
+    bar.close()
     return pd.DataFrame(rows), members
 
 

@@ -9,7 +9,6 @@ constraints, or a valid architecture fails to build or run.
 from __future__ import annotations
 
 import random
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -118,9 +117,11 @@ def _cost(space: Space, specs, rep: CheckReport, progress: bool) -> None:
     from hvsearch.cost import count
     from hvsearch.models import build_model
 
-    for i, spec in enumerate(specs):
-        if progress:
-            print(f"\rbuilding and counting {i + 1}/{len(specs)}...", end="", file=sys.stderr, flush=True)
+    from hvsearch.progress import Progress
+
+    bar = Progress(len(specs), "building and counting", unit="arch", every_s=0, enabled=progress)
+    for spec in specs:
+        bar.update(note=spec.arch_id)
         try:
             model = build_model(spec).eval()
             with torch.no_grad():
@@ -140,5 +141,4 @@ def _cost(space: Space, specs, rep: CheckReport, progress: bool) -> None:
                 rep.violations[b.split(" exceed ")[-1].split(" ")[0]] += 1
         else:
             rep.meets += 1
-    if progress:
-        print("\r" + " " * 50 + "\r", end="", file=sys.stderr, flush=True)
+    bar.close()

@@ -319,16 +319,17 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
 # ---- progress -------------------------------------------------------------------------------
 
 class _Log:
-    """The CLI's view of a run on stderr: a header, a progress bar within each epoch (on a
-    terminal only) and one line per epoch. Silent unless ``enabled``."""
+    """The CLI's view of a run on stderr: a header, progress within each epoch
+    (:class:`~hvsearch.progress.Progress`: a bar on a terminal, a line every
+    ``HVSEARCH_PROGRESS_S`` seconds in a log) and one line per epoch. Silent unless ``enabled``."""
 
     def __init__(self, enabled: bool, epochs: int, steps: int):
         self.enabled, self.epochs, self.steps = enabled, epochs, steps
-        self.bar = enabled and sys.stderr.isatty()
-        self._last = 0.0
+        self._bar = None
+        self._bar_epoch = -1
 
-    def _print(self, text: str, end: str = "\n") -> None:
-        print(text, end=end, file=sys.stderr, flush=True)
+    def _print(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
 
     def start(self, spec, params, data, splits, batch_size, device, resolution, start_epoch) -> None:
         if not self.enabled:
@@ -345,18 +346,26 @@ class _Log:
             self._print(f"resuming after epoch {start_epoch}/{self.epochs}")
 
     def step(self, epoch: int, step: int, loss: float) -> None:
-        now = time.perf_counter()
-        if not self.bar or (now - self._last < 0.2 and step < self.steps):
+        if not self.enabled:
             return
-        self._last = now
-        done = int(20 * step / self.steps)
-        self._print(f"\repoch {epoch + 1}/{self.epochs} [{'#' * done}{'.' * (20 - done)}] "
-                    f"{step}/{self.steps}  loss {loss:.4f}", end="")
+        if self._bar_epoch != epoch:
+            from hvsearch.progress import Progress
+
+            self._close()
+            self._bar = Progress(self.steps, f"epoch {epoch + 1}/{self.epochs}: step", unit="step",
+                                 last_line=False)
+            self._bar_epoch = epoch
+        self._bar.update(step - self._bar.n, note=f"loss {loss:.4f}")
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def epoch(self, m: dict) -> None:
         if not self.enabled:
             return
-        clear = "\r\033[K" if self.bar else ""
-        self._print(f"{clear}epoch {m['epoch']}/{self.epochs}  loss {m['train_loss']:.4f}  "
+        self._close()
+        self._print(f"epoch {m['epoch']}/{self.epochs}  loss {m['train_loss']:.4f}  "
                     f"val top-1 {m['val_top1']:.2f}%  top-5 {m['val_top5']:.2f}%  "
                     f"{m['images_per_s']:.0f} img/s  {m['wall_time']:.0f} s")
