@@ -172,7 +172,23 @@ def run_search(space: Space, *, study: str | None = None, storage: str | None = 
     if results_dir is not None:
         summary.results_dir = write_results(opened.study, Path(results_dir) / name)
         say(f"results in {summary.results_dir}/")
+    if best is not None:
+        say(best_line(best, summary.results_dir))
     return summary
+
+
+def best_line(trial, results_dir: Path | None) -> str:
+    """The closing line: the best trial's architecture, cost and accuracy, and its YAML."""
+    import json
+
+    arch = json.loads(trial.user_attrs[st.ATTR_ARCH])
+    mixers = "/".join(s["mixer"]["type"] for s in arch["stages"])
+    depths = "-".join(str(s["depth"]) for s in arch["stages"])
+    widths = "-".join(str(s["width"]) for s in arch["stages"])
+    where = f": {results_dir}/best.yaml" if results_dir is not None else ""
+    return (f"best: trial {trial.number}, {mixers} (depths {depths}, widths {widths}), "
+            f"{human(trial.user_attrs.get(st.ATTR_PARAMS) or 0)} params, "
+            f"{human(trial.user_attrs.get(st.ATTR_FLOPS) or 0)} FLOPs, val top-1 {trial.values[0]:.2f}%{where}")
 
 
 def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, address: str | None,

@@ -235,6 +235,8 @@ class StudySearcher(OptunaSearch):
         ot_trial.set_user_attr(st.ATTR_REASON, reason)
         self._ot_study.tell(ot_trial, state=TrialState.FAIL)
         self.counts[status] += 1
+        if self.say is not None:  # every draw's fate is a line, not only a counter
+            self.say(f"trial {ot_trial.number} {status}, not trained: {reason}")
         return None
 
     @staticmethod

@@ -12,6 +12,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from hvsearch.arch import ModelSpec
+from hvsearch.space import human
 from tests.search.conftest import hvsearch_cmd, load, run_cli, write_space
 
 BUDGET = 6
@@ -41,6 +42,22 @@ def test_real_search_records_true_states(workdir):
         by_status.setdefault(t.user_attrs["status"], []).append(t)
     assert sum(len(by_status.get(s, [])) for s in ("trained", "pruned", "failed")) == BUDGET
     assert by_status.get("trained") and by_status.get("invalid") and by_status.get("failed"), by_status.keys()
+
+    # every trial's fate is a line: invalid draws with their reason, failures with theirs
+    for t in by_status["invalid"]:
+        assert f"] trial {t.number} invalid, not trained: {t.user_attrs['fail_reason']}" in out
+    for t in by_status["failed"]:
+        assert f"] trial {t.number} failed" in out and "training loss became nan" in out
+    # the closing line names the best architecture, its cost and accuracy, and its YAML
+    best = max((t for t in trials if t.state == TrialState.COMPLETE),
+               key=lambda t: (t.values[0], -t.user_attrs["flops"]))
+    arch = json.loads(best.user_attrs["arch"])
+    closing = out.strip().splitlines()[-1]
+    assert closing.split("] ", 1)[1] == (
+        f"best: trial {best.number}, {'/'.join(s['mixer']['type'] for s in arch['stages'])} "
+        f"(depths {'-'.join(str(s['depth']) for s in arch['stages'])}, "
+        f"widths {'-'.join(str(s['width']) for s in arch['stages'])}), {human(best.user_attrs['n_params'])} params, "
+        f"{human(best.user_attrs['flops'])} FLOPs, val top-1 {best.values[0]:.2f}%: results/mixed/best.yaml")
 
     for t in trials:
         status, attrs = t.user_attrs["status"], t.user_attrs
