@@ -199,6 +199,7 @@ def _dashboard_args(p: argparse.ArgumentParser) -> None:
     _study_args(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--access-log", action="store_true", help="print a line per HTTP request (off by default)")
 
 
 @command("dashboard", help="serve optuna-dashboard on a study (127.0.0.1:8080)")
@@ -206,7 +207,8 @@ def _dashboard_args(p: argparse.ArgumentParser) -> None:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from hvsearch.search.dashboard import serve
 
-    serve(args.study, storage=args.storage, studies_dir=args.studies_dir, host=args.host, port=args.port)
+    serve(args.study, storage=args.storage, studies_dir=args.studies_dir, host=args.host, port=args.port,
+          access_log=args.access_log)
     return 0
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
@@ -78,6 +79,15 @@ class StudySearcher(OptunaSearch):
                          study_name=opened.study.study_name, storage=opened.storage)
 
     # ---- sampling -----------------------------------------------------------------------------
+    def _suggest_from_define_by_run_func(self, func, ot_trial):
+        # Ray warns when the define-by-run function takes over a second, assuming the driver is
+        # doing a trial's work. Here that time is Optuna's sampler (TPE over a conditional space,
+        # slower on a busy machine): the advice does not apply and there is nothing to act on.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument took",
+                                    category=UserWarning)
+            return super()._suggest_from_define_by_run_func(func, ot_trial)
+
     def _define(self, trial) -> dict[str, Any]:
         """Define-by-run: draw one architecture (its knobs become the trial's params)."""
         return {"arch": self.space.arch.suggest(trial)}

@@ -120,7 +120,7 @@ def _dashboard_shows(folder, env, study, by_status) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(hvsearch_cmd("dashboard", study.study_name, "--port", str(port)), cwd=folder,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -136,7 +136,8 @@ def _dashboard_shows(folder, env, study, by_status) -> None:
             shown = {t["number"]: t for t in json.load(r)["trials"]}
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        _, err = proc.communicate(timeout=10)
+    assert "GET /api" not in err, "no access log unless --access-log"
     t = by_status["trained"][0]
     row = shown[t.number]
     assert [v["step"] for v in row["intermediate_values"]] == sorted(t.intermediate_values)

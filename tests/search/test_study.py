@@ -88,3 +88,29 @@ def test_sampler_options_are_checked(url):
         st.make_sampler(parse_space(yaml.safe_dump(data)))
     data["search"]["sampler_options"] = {"n_startup_trials": 3}
     assert isinstance(st.make_sampler(parse_space(yaml.safe_dump(data))), optuna.samplers.TPESampler)
+
+
+def test_the_define_by_run_timing_warning_is_filtered_only_in_our_searcher(monkeypatch):
+    """Ray's "Define-by-run function ... took N seconds" is about Optuna's sampling time here; the
+    stock OptunaSearch still warns (so this test can fail), StudySearcher does not."""
+    import warnings
+
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+    from ray.tune.search.optuna import optuna_search
+
+    from hvsearch.search.searcher import StudySearcher
+
+    monkeypatch.setattr(optuna_search, "DEFINE_BY_RUN_WARN_THRESHOLD_S", -1.0)
+    study = optuna.create_study()
+    searcher = StudySearcher.__new__(StudySearcher)  # only the method under test is used
+
+    def define(trial):
+        return {"x": trial.suggest_int("x", 0, 3)}
+
+    for cls, expected in ((OptunaSearch, 1), (StudySearcher, 0)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            config = cls._suggest_from_define_by_run_func(searcher, define, study.ask())
+        assert config["x"] in range(4)
+        assert sum("Define-by-run function" in str(w.message) for w in caught) == expected
