@@ -189,7 +189,10 @@ def cmd_results(args: argparse.Namespace) -> int:
     board = results.leaderboard(study, top=args.top, include_all=args.all)
     if args.format == "table":
         print(results.summary_line(study))
-    _emit(board, args.format, "{:.4g}")
+    if args.format == "table":
+        print(board.to_string(index=False, formatters=results.LEADERBOARD_FORMATS, na_rep="-"))
+    else:
+        _emit(board, args.format)
     if args.format == "table":
         print(f"files: {out}/ (trials.csv, best.yaml, pareto.csv, pareto.png)")
     return 0

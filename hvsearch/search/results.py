@@ -66,8 +66,28 @@ def trials_frame(study) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=COLUMNS)
+    for col in df.columns:  # a column of integers stays integers, with gaps (pandas would make it float)
+        present = [r[col] for r in rows if r.get(col) is not None]
+        if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+            df[col] = df[col].astype("Int64")
     lead = [c for c in COLUMNS if c in df.columns] + sorted(c for c in df.columns if c.startswith("value_"))
-    return df[lead + [c for c in df.columns if c not in lead]]
+    return df[lead + sorted((c for c in df.columns if c not in lead), key=_column_order(df.columns))]
+
+
+def _column_order(columns):
+    """Sort key for the columns after the lead: other columns, the architecture's global knobs,
+    then each stage's knobs together (stage 0, 1, ...), each group in first-seen order."""
+    first = {c: i for i, c in enumerate(columns)}
+
+    def key(col: str):
+        parts = col.split(".")
+        if parts[0] != "arch":
+            return (0, 0, first[col])
+        if len(parts) > 2 and parts[1] == "stages" and parts[2].isdigit():
+            return (2, int(parts[2]), first[col])
+        return (1, 0, first[col])
+
+    return key
 
 
 def cost_objective(study) -> str:
@@ -148,6 +168,15 @@ def plot_pareto(df: pd.DataFrame, front: pd.DataFrame, cost: str, path: Path, ti
     plt.close(fig)
 
 
+#: one number format per leaderboard column (the table view; CSV and JSON keep full precision)
+def _fmt(spec: str):
+    return lambda v: "-" if pd.isna(v) else spec.format(v)
+
+
+LEADERBOARD_FORMATS = {"val_top1": _fmt("{:.2f}"), "val_top5": _fmt("{:.2f}"), "params_M": _fmt("{:.3f}"),
+                       "MFLOPs": _fmt("{:.2f}"), "epochs": _fmt("{:.0f}"), "time_s": _fmt("{:.1f}")}
+
+
 def leaderboard(study, top: int = 10, include_all: bool = False) -> pd.DataFrame:
     df = trials_frame(study)
     if df.empty:
@@ -167,7 +196,7 @@ def leaderboard(study, top: int = 10, include_all: bool = False) -> pd.DataFrame
     board = pd.DataFrame({
         "trial": df["trial"], "status": df["status"], "val_top1": df["val_top1"],
         "val_top5": df["val_top5"], "params_M": df["params"] / 1e6, "MFLOPs": df["flops"] / 1e6,
-        "epochs": df["epochs"], "time_s": df["train_time_s"],
+        "epochs": df["epochs"].astype(float), "time_s": df["train_time_s"],
         "mixers": [join(r, mixer_cols) for _, r in df.iterrows()],
         "depths": [join(r, depth_cols) for _, r in df.iterrows()],
         "widths": [join(r, width_cols) for _, r in df.iterrows()],

@@ -103,8 +103,22 @@ def test_real_search_records_true_states(workdir):
     assert best.arch_id == top.user_attrs["arch_id"]
     assert (res / "pareto.csv").exists() and (res / "pareto.png").stat().st_size > 0
 
+    # integer knobs stay integers in the CSV; a stage's columns sit together, in stage order
+    import csv
+
+    with (res / "trials.csv").open() as f:
+        raw = list(csv.DictReader(f))
+    header = list(raw[0])
+    stage_of = [int(c.split(".")[2]) for c in header if c.startswith("arch.stages.")]
+    assert stage_of == sorted(stage_of), "each stage's columns together, stage 0 first"
+    ints = [c for c in header if c.endswith((".depth", ".width", ".mixer.heads")) or c in ("trial", "params", "flops")]
+    assert all(r[c] == "" or r[c].isdigit() for r in raw for c in ints), "integers written as integers"
+    assert any("." in r["arch.stages.0.ffn.ratio"] for r in raw), "float knobs stay floats"
+
     board = run_cli(["results", "mixed"], folder, env).stdout
     assert "trials (" in board and str(top.number) in board
+    row = next(line.split() for line in board.splitlines() if line.split()[:1] == [str(top.number)])
+    assert row[2] == f"{top.values[0]:.2f}", "val top-1 in one format, two decimals"
 
     _dashboard_shows(folder, env, study, by_status)
 
