@@ -58,11 +58,14 @@ def cmd_seeds(args: argparse.Namespace) -> int:
         _emit(table, args.format)
         return 0
     _emit(table.drop(columns="notes"), "table")
-    notes = table[table["notes"] != ""]
-    if len(notes):
+    notes: dict[str, list[str]] = {}  # a family's shared note once, with every seed it is about
+    for name, note in zip(table["name"], table["notes"]):
+        if note:
+            notes.setdefault(note, []).append(name)
+    if notes:
         print("\nnotes:")
-        for name, note in zip(notes["name"], notes["notes"]):
-            print(f"  {name}: {note}")
+        for note, names in notes.items():
+            print(f"  {', '.join(names)}: {note}")
     return 0
 
 
@@ -384,10 +387,11 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
          "longer reference training, on a stratified sample of a space")
 @arguments(_calibrate_args)
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from hvsearch.proxies.calibrate import run_calibration
     from hvsearch.space import load_space
 
-    space = load_space(args.space)
+    space = load_space(args.space)  # before the heavy imports: a wrong path is answered at once
+    from hvsearch.proxies.calibrate import run_calibration
+
     overrides = {k: getattr(args, k) for k in ("max_concurrent", "cpus_per_trial", "gpus_per_trial")
                  if getattr(args, k) is not None}
     if overrides:

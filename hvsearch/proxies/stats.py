@@ -218,6 +218,7 @@ def plot_scatter(frame: pd.DataFrame, scores: list[str], reference: str, path, *
     """
     from matplotlib.figure import Figure  # no pyplot: needs no GUI backend
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import EngFormatter, MaxNLocator
 
     if not scores:
         raise ValueError("plot_scatter needs at least one score column")
@@ -252,6 +253,10 @@ def plot_scatter(frame: pd.DataFrame, scores: list[str], reference: str, path, *
         xs = x[finite]
         if xs.size and (x[present] > 0).all() and xs.max() / xs.min() > 100:
             ax.set_xscale("log")
+        elif xs.size and np.abs(xs).max() >= 1e4:
+            # params and FLOPs: "400k", "1.2M", at most 4 ticks, instead of overlapping 6-digit labels
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
         notes = [f"{int((present & (x == v)).sum())} at {v} not shown"
                  for v in (-np.inf, np.inf) if (present & (x == v)).any()]
         if notes:
