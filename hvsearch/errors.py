@@ -24,7 +24,9 @@ class SpecError(HVSearchError, ValueError):
         self.path, self.rule, self.value = path, rule, value
         msg = f"{path} {rule}" if path else rule
         if show_value:
-            msg += f", got {value!r}"
+            from hvsearch.yamlio import short
+
+            msg += f", got {short(value)}"  # a 200,000-item list is not echoed
         super().__init__(msg)
 
 
@@ -53,3 +55,11 @@ class StudyError(HVSearchError):
 
 class MissingDependencyError(HVSearchError, ImportError):
     """An optional package is not installed; the message gives the install line."""
+
+
+def did_you_mean(name: str, choices) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty string."""
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(choices), n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""

@@ -7,7 +7,6 @@ here, and the test-suite checks that the two agree, so this list cannot drift fr
 """
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 #: family -> its seeds, smallest first (the catalog's order)
@@ -25,16 +24,10 @@ def seed_names() -> list[str]:
     return [name for names in SEEDS.values() for name in names]
 
 
-def did_you_mean(name: str, choices) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty string."""
-    close = difflib.get_close_matches(name, list(choices), n=2, cutoff=0.6)
-    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-
-
 def check_arch_ref(ref: str) -> None:
     """Raise :class:`~hvsearch.errors.SpecError` (one line) unless ``ref`` is a seed name or an
     existing architecture file; cheap, no torch."""
-    from hvsearch.errors import SpecError
+    from hvsearch.errors import SpecError, did_you_mean
 
     path = Path(ref)
     if path.suffix in ARCH_SUFFIXES or path.exists():

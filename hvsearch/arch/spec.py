@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -255,25 +256,34 @@ class ModelSpec:
 
     @classmethod
     def from_yaml(cls, text: str) -> "ModelSpec":
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise SpecError("", f"is not valid YAML: {e}", None, show_value=False) from None
+        from hvsearch.yamlio import load_yaml
+
+        data = load_yaml(text, SpecError, where="the architecture")
         if isinstance(data, Mapping) and "arch" in data and "stages" not in data:
             data = data["arch"]  # a results file (best.yaml) wraps the spec with its scores
         return cls.from_dict(data)
 
     @classmethod
     def from_json(cls, text: str) -> "ModelSpec":
-        return cls.from_dict(json.loads(text))
+        from hvsearch.yamlio import load_json
+
+        data = load_json(text, SpecError, where="the architecture")
+        if isinstance(data, Mapping) and "arch" in data and "stages" not in data:
+            data = data["arch"]
+        return cls.from_dict(data)
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelSpec":
+        from hvsearch.yamlio import read_text
+
         p = Path(path)
-        if not p.is_file():
-            raise SpecError("", f"architecture file {p} does not exist", None, show_value=False)
-        text = p.read_text()
-        return cls.from_json(text) if p.suffix == ".json" else cls.from_yaml(text)
+        text = read_text(p, "architecture file", SpecError)
+        try:
+            return cls.from_json(text) if p.suffix == ".json" else cls.from_yaml(text)
+        except SpecError as e:
+            if not str(e).startswith(str(p)):
+                e.args = (f"{p}: {e.args[0]}",)
+            raise
 
     def save(self, path: str | Path) -> Path:
         p = Path(path)
@@ -305,7 +315,11 @@ def _int(value: Any, path: str) -> int:
 
 def _float(value: Any, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpecError(path, "must be a number", value)
+        hint = ""
+        if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE]\d+", value.strip()):
+            # YAML 1.1 (PyYAML) reads 1e5 or 1.0e9 as text: the exponent needs its sign
+            hint = f" (YAML reads {value} as text: write the exponent's sign, e.g. 1.0e+5)"
+        raise SpecError(path, f"must be a number{hint}", value)
     return float(value)
 
 

@@ -295,7 +295,7 @@ def run_calibration(space, *, n: int = DEFAULT_N, reference_epochs: int | None =
     url = storage_url(base, storage, studies_dir)
     ref = reused or Reference(reference_names(base, reference_seeds), url)
     proxy_name = f"{base}-proxy"
-    print(f"studies: {proxy_name} in {url}; reference {', '.join(ref.names)} in {ref.url}"
+    print(f"studies: {proxy_name} in {_masked(url)}; reference {', '.join(ref.names)} in {_masked(ref.url)}"
           + (f" (calibration {reference_study}'s, reused)" if ref.reused else ""), file=out, flush=True)
     finished = {name: _finished(name, where, n)
                 for name, where in ((proxy_name, url), *((r, ref.url) for r in ref.names))}
@@ -338,6 +338,12 @@ def run_calibration(space, *, n: int = DEFAULT_N, reference_epochs: int | None =
     print(flags_line(archs), file=out)
     print(f"written {out_dir}/calibration.csv, archs.csv, calibration.png", file=out, flush=True)
     return Calibration(table, archs, out_dir, proxy_name, ref.names, url, ref.url)
+
+
+def _masked(url: str) -> str:
+    from hvsearch.search.study import masked
+
+    return masked(url)
 
 
 def _budget(epochs: int, fraction: float) -> str:
@@ -415,10 +421,10 @@ def _reused_reference(name: str, seeds: int, storage: str | None, studies_dir: s
     while reference_names(name, have + 1)[-1] in present:
         have += 1
     if have == 0:
-        raise CalibrationError(f"--reference-study {name}: no study {name}-reference in {url} (studies "
+        raise CalibrationError(f"--reference-study {name}: no study {name}-reference in {_masked(url)} (studies "
                                f"there: {', '.join(sorted(present)) or 'none'})")
     if have < seeds:
-        raise CalibrationError(f"--reference-study {name} has {have} reference seed(s) in {url}, fewer than "
+        raise CalibrationError(f"--reference-study {name} has {have} reference seed(s) in {_masked(url)}, fewer than "
                                f"--reference-seeds {seeds}; pass --reference-seeds {have} (a reused "
                                "reference is only read, or finished where incomplete, never extended)")
     first = load_study(f"{name}-reference", url)
@@ -429,7 +435,7 @@ def _reused_reference(name: str, seeds: int, storage: str | None, studies_dir: s
 
 
 def _unstamped(study: str, url: str) -> CalibrationError:
-    return CalibrationError(f"--reference-study: study {study!r} in {url} has no calibration fingerprint "
+    return CalibrationError(f"--reference-study: study {study!r} in {_masked(url)} has no calibration fingerprint "
                             f"(user attr {ATTR_FINGERPRINT}: made before fingerprints, or its first run "
                             "never finished); run its own calibration once more to stamp it")
 
@@ -446,7 +452,7 @@ def check_reference(study, url: str, setup: dict[str, Any], name: str) -> None:
     detail = "; ".join(diffs) or (f"fingerprint {study.user_attrs[ATTR_FINGERPRINT]} there, "
                                   f"{fingerprint(setup)} here")
     parts = ", ".join(part for part, ours in setup.items() if stored.get(part) != ours) or "setup"
-    raise CalibrationError(f"--reference-study {name}: study {study.study_name!r} in {url} differs from this "
+    raise CalibrationError(f"--reference-study {name}: study {study.study_name!r} in {_masked(url)} differs from this "
                            f"calibration in its {parts} ({detail}); drop --reference-study to train this "
                            "calibration's own reference")
 

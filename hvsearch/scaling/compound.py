@@ -28,6 +28,9 @@ from hvsearch.arch import PYRAMID_STRIDES, ModelSpec
 from hvsearch.errors import HVSearchError, SpecError
 
 DEPTH_MODES = ("ceil", "round")
+#: Largest member ``scale`` builds: far beyond any published model, small enough that a typo in
+#: phi (50 for 5) is an error instead of an attempt to allocate petabytes.
+MAX_DEPTH, MAX_WIDTH, MAX_RESOLUTION = 1000, 65_536, 8192
 TARGET_BASE = 2.5  # FLOPs per unit of φ that the constraint α·β^1.5·γ² ≈ 2.5 aims for
 
 
@@ -98,6 +101,14 @@ def scale(seed: ModelSpec, phi: float, rule: ScalingRule = ScalingRule()) -> Mem
     adjustments: list[str] = []
 
     exact_res = seed.resolution * r_mult
+    limits = [("stage depth", d, d_mult, MAX_DEPTH) for d in seed.depths]
+    limits += [("stage width", w, w_mult, MAX_WIDTH) for w in seed.widths]
+    limits.append(("resolution", seed.resolution, r_mult, MAX_RESOLUTION))
+    for what, base, mult, high in limits:
+        if base * mult > high:
+            raise ScalingError(f"phi={phi:g} gives {what} {base} x {mult:.3g} = {base * mult:.3g}, beyond the "
+                               f"{high} hvsearch builds (a model that size would not fit in memory); use a "
+                               "smaller phi")
     resolution = snap_resolution(exact_res)
 
     exact_depths = tuple(d * d_mult for d in seed.depths)

@@ -93,6 +93,9 @@ def _spread(values: list[int]) -> str:
 
 def check_space(space: Space, samples: int = 50, seed: int = 0, count: bool = True,
                 progress: bool = False) -> CheckReport:
+    from hvsearch.search.study import make_sampler
+
+    make_sampler(space)  # search.sampler_options against the Optuna sampler's signature: as `run` will
     t0 = time.monotonic()
     rep = CheckReport(space, samples)
     rng = random.Random(seed)

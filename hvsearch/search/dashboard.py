@@ -24,7 +24,7 @@ def serve(study: str, storage: str | None = None, studies_dir: str | Path = "stu
     except ImportError:
         raise MissingDependencyError("optuna-dashboard is not installed: pip install optuna-dashboard==0.21.0") from None
     study_id = st.open_storage(url).get_study_id_from_name(loaded.study_name)
-    print(f"optuna-dashboard for study {study!r} ({len(loaded.trials)} trials) on {url}\n"
+    print(f"optuna-dashboard for study {study!r} ({len(loaded.trials)} trials) on {st.masked(url)}\n"
           f"  http://{host}:{port}/dashboard/studies/{study_id}   (Ctrl-C stops it)", flush=True)
     # The parameter-importance panel warns "Some regimes for parameter ... have less than 2
     # trials" for every knob that exists only under one mixer choice: in a conditional space

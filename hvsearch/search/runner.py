@@ -136,6 +136,7 @@ def run_search(space: Space, *, study: str | None = None, storage: str | None = 
     from hvsearch.train.sources import check_data
 
     check_data(space.data)
+    st.make_sampler(space)  # bad search.sampler_options: refused before any study is created
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("ray.tune.tune").addFilter(_DropTuneAdvice())
     out = out or sys.stdout
@@ -146,7 +147,7 @@ def run_search(space: Space, *, study: str | None = None, storage: str | None = 
     budget = space.search.trials
     remaining = budget - opened.done
     say = _Say(out, t0)
-    say(f"study {name!r} in {url}: {opened.done} of {budget} trials trained"
+    say(f"study {name!r} in {st.masked(url)}: {opened.done} of {budget} trials trained"
         + (f"; {len(opened.requeued)} interrupted trial(s) re-queued: {opened.requeued}" if opened.requeued else ""))
     study_dir = Path(studies_dir).resolve() / name
     summary = RunSummary(name, url, 0.0, {}, None, None)

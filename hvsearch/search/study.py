@@ -29,6 +29,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -66,13 +67,42 @@ def directions(space: Space) -> list[str]:
     return ["maximize" if OBJECTIVES[o] == "max" else "minimize" for o in space.search.objectives]
 
 
+#: A study name: it becomes a file and folder name (``studies/NAME.db``, ``results/NAME/``), so
+#: no separators, no leading dot, nothing a shell or a file system reads specially.
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_study_name(name: str) -> str:
+    """``name`` if it is a study name (:data:`STUDY_NAME`, no ``..``), else StudyError."""
+    if not isinstance(name, str) or not STUDY_NAME.fullmatch(name) or ".." in name:
+        raise StudyError(f"study name {name!r} is not a name: use letters, digits, `_`, `-` and `.` (up to 128, "
+                         "starting with a letter or digit, no `..`): it becomes a file and a folder name")
+    return name
+
+
+def masked(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for messages and logs)."""
+    return re.sub(r"(://[^/:@]*:)[^/@]*@", r"\1***@", url)
+
+
+def inside(folder: str | Path, name: str) -> Path:
+    """``folder/name`` resolved, refused (StudyError) unless it stays inside ``folder``."""
+    base = Path(folder).resolve()
+    path = (base / name).resolve()
+    if path != base and base not in path.parents:
+        raise StudyError(f"{name!r} would write outside {base}")
+    return path
+
+
 def storage_url(study: str, storage: str | None = None, studies_dir: str | Path = "studies",
                 create: bool = True) -> str:
     """``storage`` as given (an RDB URL, or a path to a SQLite file), else
-    ``sqlite:///<studies_dir>/<study>.db``. With ``create=False`` a SQLite file must exist."""
+    ``sqlite:///<studies_dir>/<study>.db``. With ``create=False`` a SQLite file must exist. The
+    study name is checked (:func:`check_study_name`) whichever storage holds it."""
+    check_study_name(study)
     if storage and "://" in storage:
         return storage
-    path = Path(storage).resolve() if storage else Path(studies_dir).resolve() / f"{study}.db"
+    path = Path(storage).resolve() if storage else inside(studies_dir, f"{study}.db")
     if create:
         path.parent.mkdir(parents=True, exist_ok=True)
     elif not path.is_file():
@@ -83,21 +113,70 @@ def storage_url(study: str, storage: str | None = None, studies_dir: str | Path 
 
 def open_storage(url: str):
     """An Optuna RDB storage (OptunaSearch takes a storage object, not a URL)."""
-    import optuna
-
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):])
         if not path.parent.is_dir():
-            raise StudyError(f"cannot open {url}: the folder {path.parent} does not exist")
+            raise StudyError(f"cannot open {masked(url)}: the folder {path.parent} does not exist")
+        _check_sqlite(path)
+        # Optuna creates its tables on first open; two drivers doing that at once on a new file
+        # collide ("table ... already exists"): the first to hold the lock creates them.
+        with _folder_lock(path.parent):
+            return _rdb(url)
+    return _rdb(url)
+
+
+def _check_sqlite(path: Path) -> None:
+    """Refuse a file that is not an SQLite database, or one whose tables are not Optuna's: hvsearch
+    never adds its tables to someone else's database."""
+    import sqlite3
+
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    if not path.is_file():
+        raise StudyError(f"study storage {path} is not a file")
+    with path.open("rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            raise StudyError(f"study storage {path} is not an SQLite database; give another --storage")
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.Error as e:
+        raise StudyError(f"study storage {path} cannot be read as SQLite: {e}") from None
+    if tables and "studies" not in tables:
+        raise StudyError(f"study storage {path} is an SQLite database but not an Optuna storage (its tables: "
+                         f"{', '.join(sorted(tables)[:8])}{', ...' if len(tables) > 8 else ''}); hvsearch does "
+                         "not write into it: give another --storage")
+
+
+class _folder_lock:
+    """An exclusive ``flock`` on the folder ``path`` for the ``with`` block (no lock file left)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        import fcntl
+
+        self.fd = os.open(self.path, os.O_RDONLY)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
+
+
+def _rdb(url: str):
+    import optuna
+
     try:
         return optuna.storages.RDBStorage(url)
     except ImportError:
         driver = {"postgresql": "psycopg2-binary", "mysql": "PyMySQL (and a mysql+pymysql:// URL)"}
         scheme = url.split(":", 1)[0].split("+", 1)[0]
-        raise StudyError(f"cannot open the study storage {url}: its database driver is not installed"
+        raise StudyError(f"cannot open the study storage {masked(url)}: its database driver is not installed"
                          + (f"; pip install {driver[scheme]}" if scheme in driver else "")) from None
     except Exception as e:  # server unreachable, bad URL, bad credentials
-        raise StudyError(f"cannot open the study storage {url}: {type(e).__name__}: "
+        raise StudyError(f"cannot open the study storage {masked(url)}: {type(e).__name__}: "
                          f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
 
 
@@ -110,7 +189,7 @@ def load_study(name: str, url: str):
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        raise StudyError(f"no study {name!r} in {url} (studies there: {', '.join(names) or 'none'})") from None
+        raise StudyError(f"no study {name!r} in {masked(url)} (studies there: {', '.join(names) or 'none'})") from None
 
 
 def make_sampler(space: Space, seed_offset: int = 0):
@@ -129,14 +208,18 @@ def make_sampler(space: Space, seed_offset: int = 0):
     accepted = set(inspect.signature(cls).parameters)
     for key in options:
         if key not in accepted:
-            raise SpaceError(f"search.sampler_options.{key}", f"is not an argument of Optuna's "
-                             f"{cls.__name__} ({', '.join(sorted(accepted - {'seed'}))})", options[key])
+            from hvsearch.errors import did_you_mean
+
+            raise SpaceError(f"{space.source}: search.sampler_options.{key}", f"is not an argument of Optuna's "
+                             f"{cls.__name__}{did_you_mean(str(key), accepted - {'seed'})} "
+                             f"({', '.join(sorted(accepted - {'seed'}))})", options[key])
     if space.search.seed is not None:
         options["seed"] = space.search.seed + seed_offset
     try:
         return cls(**options)
     except (TypeError, ValueError) as e:
-        raise SpaceError("search.sampler_options", f"are rejected by {cls.__name__}: {e}", options) from None
+        raise SpaceError(f"{space.source}: search.sampler_options", f"are rejected by {cls.__name__}: {e}",
+                         options) from None
 
 
 def _grid_sampler_cls():
@@ -177,7 +260,7 @@ def open_for_run(space: Space, name: str, url: str, resume: bool) -> Opened:
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     created = name not in existing
     if created and resume:
-        raise StudyError(f"--resume: there is no study {name!r} in {url} to resume "
+        raise StudyError(f"--resume: there is no study {name!r} in {masked(url)} to resume "
                          f"(studies there: {', '.join(sorted(existing)) or 'none'})")
     if created:
         study = optuna.create_study(study_name=name, storage=storage, directions=directions(space))

@@ -40,10 +40,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 
 from hvsearch.errors import HVSearchError, SpaceError
 from hvsearch.space.arch import ArchSpace, parse_arch
+
+#: Sanity bounds (far above any real search; a slip is an error at once, not a hang or overflow)
+MAX_TRIALS = 1_000_000
+MAX_SECONDS = 365 * 24 * 3600
+MAX_CPUS = 4096
+MAX_GPUS = 1024
+MAX_COUNT = 10**15  # params or FLOPs
 
 SAMPLERS = ("tpe", "random", "nsga2")
 # the zero-cost scores of hvsearch.proxies (named here so that loading a space needs no torch;
@@ -175,11 +181,12 @@ def _field_names(cls) -> set[str]:
 
 def load_space(path: str | Path) -> Space:
     """Read and validate a space file; SpaceError (message prefixed with the file) if broken."""
+    from hvsearch.yamlio import read_text
+
     p = Path(path)
-    if not p.is_file():
-        raise SpaceError("", f"space file {p} does not exist", None, show_value=False)
+    text = read_text(p, "space file", SpaceError)
     try:
-        return parse_space(p.read_text(), source=str(p), default_name=p.stem, folder=p.parent)
+        return parse_space(text, source=str(p), default_name=p.stem, folder=p.parent)
     except SpaceError as e:
         e.file = str(p)
         e.args = (f"{p}: {e.args[0]}",)
@@ -190,13 +197,9 @@ def parse_space(text: str, source: str = "<string>", default_name: str = "space"
                 folder: str | Path | None = None) -> Space:
     """Parse and validate a space; a relative ``data.root`` is taken relative to ``folder``
     (the file's folder; default the current one) and stored absolute."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SpaceError("", f"the file is not valid YAML ({where}{problem})", None, show_value=False) from None
+    from hvsearch.yamlio import load_yaml
+
+    data = load_yaml(text, SpaceError)
     if not isinstance(data, Mapping):
         raise SpaceError("", "a space file must be a mapping with (at least) an `arch` section", data)
     for key in data:
@@ -327,8 +330,8 @@ def _check_search(s: SearchSettings) -> SearchSettings:
     if not isinstance(s.sampler_options, Mapping):
         raise SpaceError("search.sampler_options", "must be a mapping of sampler arguments", s.sampler_options)
     _check_sampler_options(s.sampler, s.sampler_options)
-    if s.seed is not None and not _is_int(s.seed):
-        raise SpaceError("search.seed", "must be an integer or null", s.seed)
+    if s.seed is not None and (not _is_int(s.seed) or not 0 <= s.seed < 2**31):
+        raise SpaceError("search.seed", "must be an integer in [0, 2^31) or null", s.seed)
     obj = s.objectives
     if not obj or obj[0] != "accuracy":
         raise SpaceError("search.objectives", "must start with accuracy", list(obj))
@@ -338,14 +341,14 @@ def _check_search(s: SearchSettings) -> SearchSettings:
     if len(obj) > 2 or len(set(obj)) != len(obj):
         raise SpaceError("search.objectives", "must be [accuracy], [accuracy, flops] or [accuracy, params]",
                          list(obj))
-    if not _is_int(s.trials) or s.trials < 1:
-        raise SpaceError("search.trials", "must be a positive integer", s.trials)
-    if s.time_budget is not None and not (_is_num(s.time_budget) and s.time_budget > 0):
-        raise SpaceError("search.time_budget", "must be a positive duration", s.time_budget)
+    if not _is_int(s.trials) or not 1 <= s.trials <= MAX_TRIALS:
+        raise SpaceError("search.trials", f"must be an integer in [1, {MAX_TRIALS}]", s.trials)
+    if s.time_budget is not None and not (_is_num(s.time_budget) and 0 < s.time_budget <= MAX_SECONDS):
+        raise SpaceError("search.time_budget", "must be a positive duration of at most a year", s.time_budget)
     if not _is_int(s.grace_period) or s.grace_period < 1:
         raise SpaceError("search.asha.grace_period", "must be a positive integer (epochs)", s.grace_period)
-    if not _is_num(s.reduction_factor) or s.reduction_factor <= 1:
-        raise SpaceError("search.asha.reduction_factor", "must be a number > 1", s.reduction_factor)
+    if not _is_num(s.reduction_factor) or not 1 < s.reduction_factor <= 100:
+        raise SpaceError("search.asha.reduction_factor", "must be a number in (1, 100]", s.reduction_factor)
     if s.prescreen is not None:
         _check_prescreen(s.prescreen, s.sampler)
     return s
@@ -381,16 +384,17 @@ def _parse_resources(data: Any) -> Resources:
 
 
 def _check_resources(r: Resources) -> Resources:
-    if not _is_num(r.cpus_per_trial) or r.cpus_per_trial <= 0:
-        raise SpaceError("resources.cpus_per_trial", "must be a number > 0", r.cpus_per_trial)
-    if not _is_num(r.gpus_per_trial) or r.gpus_per_trial < 0:
-        raise SpaceError("resources.gpus_per_trial", "must be a number >= 0 (fractions share a GPU)",
+    if not _is_num(r.cpus_per_trial) or not 0 < r.cpus_per_trial <= MAX_CPUS:
+        raise SpaceError("resources.cpus_per_trial", f"must be a number in (0, {MAX_CPUS}]", r.cpus_per_trial)
+    if not _is_num(r.gpus_per_trial) or not 0 <= r.gpus_per_trial <= MAX_GPUS:
+        raise SpaceError("resources.gpus_per_trial", f"must be a number in [0, {MAX_GPUS}] (fractions share a GPU)",
                          r.gpus_per_trial)
     if r.gpus_per_trial > 1 and r.gpus_per_trial != int(r.gpus_per_trial):
         raise SpaceError("resources.gpus_per_trial", "must be a fraction <= 1 or a whole number",
                          r.gpus_per_trial)
-    if r.max_concurrent is not None and (not _is_int(r.max_concurrent) or r.max_concurrent < 1):
-        raise SpaceError("resources.max_concurrent", "must be a positive integer or null", r.max_concurrent)
+    if r.max_concurrent is not None and (not _is_int(r.max_concurrent) or not 1 <= r.max_concurrent <= MAX_TRIALS):
+        raise SpaceError("resources.max_concurrent", f"must be an integer in [1, {MAX_TRIALS}] or null",
+                         r.max_concurrent)
     return r
 
 
@@ -400,8 +404,9 @@ def _parse_constraints(data: Any, arch: ArchSpace) -> Constraints:
     for key in ("max_params", "max_flops"):
         if d.get(key) is not None:
             value = parse_count(d[key], f"constraints.{key}")
-            if value < 1:
-                raise SpaceError(f"constraints.{key}", "must be >= 1 (no architecture has fewer)", d[key])
+            if not 1 <= value <= MAX_COUNT:
+                raise SpaceError(f"constraints.{key}", f"must be in [1, {MAX_COUNT:.0e}] (no architecture has "
+                                 "fewer; none trains with more)", d[key])
             kw[key] = value
     if d.get("resolution") is not None:
         res = d["resolution"]
@@ -419,13 +424,18 @@ _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
 def parse_count(value: Any, path: str) -> int:
     """``3000000``, ``3.0e6``, ``"3e6"``, ``"3M"``, ``"1.5G"`` → an integer count."""
+    number = None
     if _is_num(value):
-        return int(value)
-    if isinstance(value, str):
+        number = value
+    elif isinstance(value, str):
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMGT]?)\s*", value)
         if m:
-            return int(float(m.group(1)) * _SUFFIX[m.group(2)])
-    raise SpaceError(path, "must be a count (a number, or with a K/M/G suffix like 3M)", value)
+            number = float(m.group(1)) * _SUFFIX[m.group(2)]
+    if number is None:
+        raise SpaceError(path, "must be a count (a number, or with a K/M/G suffix like 3M)", value)
+    if not math.isfinite(number) or abs(number) > MAX_COUNT:
+        raise SpaceError(path, f"must be a count of at most {MAX_COUNT:.0e}", value)
+    return int(number)
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}

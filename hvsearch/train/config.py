@@ -92,6 +92,10 @@ class TrainConfig:
         self.validate("train")
 
     def validate(self, path: str = "train") -> None:
+        for key, high in LIMITS.items():
+            value = getattr(self, key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > high:
+                raise SpecError(f"{path}.{key}", f"must be <= {high:g} (hvsearch's sanity bound)", value)
         _positive(self.epochs, f"{path}.epochs")
         if self.max_steps_per_epoch is not None:
             _positive(self.max_steps_per_epoch, f"{path}.max_steps_per_epoch")
@@ -233,6 +237,14 @@ def _to_dict(cfg) -> dict[str, Any]:
         value = getattr(cfg, f.name)
         out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
+
+
+#: Upper bounds of the training settings: far above any real run, low enough that a slip (an
+#: exponent too many) is an error at once instead of a run that allocates or loops for ever.
+LIMITS = {"epochs": 100_000, "max_steps_per_epoch": 10**9, "batch_size": 65_536, "resolution": 8192,
+          "lr": 10.0, "weight_decay": 100.0, "warmup_epochs": 100_000, "warmup_lr": 10.0, "min_lr": 10.0,
+          "grad_clip": 1e6, "workers": 1024, "fraction": 1.0, "label_smoothing": 1.0, "mixup": 100.0,
+          "cutmix": 100.0}
 
 
 def _positive(value, path: str) -> None:

@@ -187,8 +187,9 @@ def train_one_epoch(model: nn.Module, forward: Callable, loader, steps: int, tra
                 first = max(1, step + 2 - LOSS_CHECK_EVERY)
                 raise TrainingError(
                     f"training loss became {mean_loss} in epoch {epoch + 1}, steps {first}-{step + 1} "
-                    f"(lr {optimizer.param_groups[0]['lr']:.3g}); lower train.lr, lengthen "
-                    f"train.warmup_epochs or set train.grad_clip")
+                    f"(lr {optimizer.param_groups[0]['lr']:.3g} at that step, peak "
+                    f"{optimizer.param_groups[0].get('initial_lr', optimizer.param_groups[0]['lr']):.3g}); "
+                    f"lower train.lr, lengthen train.warmup_epochs or set train.grad_clip")
             if log is not None:
                 log.step(epoch, step + 1, mean_loss)
     if device.type == "cuda":

@@ -42,13 +42,10 @@ def load_configs(path: str | Path | None, train_overrides: Mapping[str, Any] | N
     sections: dict[str, Any] = {}
     folder = Path.cwd()
     if path is not None:
+        from hvsearch.yamlio import load_yaml, read_text
+
         p = Path(path)
-        if not p.is_file():
-            raise SpecError("", f"config file {p} does not exist", None, show_value=False)
-        try:
-            sections = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise SpecError("", f"config file {p} is not valid YAML: {e}", None, show_value=False) from None
+        sections = load_yaml(read_text(p, "config file", SpecError), SpecError, where=f"config file {p}") or {}
         if not isinstance(sections, Mapping):
             raise SpecError("", f"config file {p} must be a mapping with `train:` and `data:` sections",
                             sections)

@@ -122,3 +122,11 @@ def test_members_in_timm_registry_and_cli(tmp_path, capsys):
     assert main(["show", str(tmp_path / "cmt_ti_phi1.yaml"), "--format", "json"]) == 0
     assert main(["scale", "--seed", "not_a_seed"]) == 2
     assert "is neither a seed" in capsys.readouterr().err
+
+
+def test_a_phi_too_large_to_build_is_an_error_not_an_allocation(capsys):
+    from hvsearch.cli import main
+
+    assert main(["scale", "--seed", "cmt_ti", "--phi", "50"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "phi=50 gives stage depth 2 x 9.1e+03 = 1.82e+04, beyond the 1000" in err

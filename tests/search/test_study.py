@@ -114,3 +114,58 @@ def test_the_define_by_run_timing_warning_is_filtered_only_in_our_searcher(monke
             config = cls._suggest_from_define_by_run_func(searcher, define, study.ask())
         assert config["x"] in range(4)
         assert sum("Define-by-run function" in str(w.message) for w in caught) == expected
+
+
+@pytest.mark.parametrize("name", ["../../../outside", "a/b", ".hidden", "x..y", "", "a" * 200, "name with space"])
+def test_a_study_name_that_is_not_a_name_is_refused_before_any_file(tmp_path, capsys, name):
+    from hvsearch.cli import main
+
+    code = main(["results", name, "--studies-dir", str(tmp_path / "studies")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "is not a name" in err
+    assert not any(tmp_path.iterdir()), "nothing created"
+
+
+def test_results_refuse_an_sqlite_file_that_is_not_an_optuna_storage_and_leave_it_alone(tmp_path, capsys):
+    import sqlite3
+
+    from hvsearch.cli import main
+
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE people (name TEXT)")
+    before = other.read_bytes()
+    code = main(["results", "x", "--storage", str(other), "--results-dir", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert code == 2 and "is an SQLite database but not an Optuna storage (its tables: people)" in err
+    assert other.read_bytes() == before and not (tmp_path / "results").exists()
+    (tmp_path / "text.db").write_text("not a database at all")
+    assert main(["results", "x", "--storage", str(tmp_path / "text.db")]) == 2
+    assert "is not an SQLite database" in capsys.readouterr().err
+
+
+def test_storage_urls_are_printed_without_their_password():
+    from hvsearch.search.study import masked
+
+    assert masked("postgresql://user:s3cr:et@db.example:5432/hv") == "postgresql://user:***@db.example:5432/hv"
+    assert masked("mysql+pymysql://u:p@host/db") == "mysql+pymysql://u:***@host/db"
+    assert masked("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    assert masked("postgresql://user@host/db") == "postgresql://user@host/db"
+
+
+def test_two_processes_creating_one_new_storage_at_once_both_succeed(tmp_path):
+    """Optuna creates its tables on first open; without the folder lock the second process died
+    with "table ... already exists"."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from hvsearch.search.study import open_storage; import optuna; "
+            "s = open_storage(sys.argv[1]); optuna.create_study(study_name=sys.argv[2], storage=s); print('ok')")
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    procs = [subprocess.Popen([sys.executable, "-c", code, url, f"s{i}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(6)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, [err[-300:] for _, err in results]
+    import optuna
+
+    assert sorted(s.study_name for s in optuna.get_all_study_summaries(url)) == [f"s{i}" for i in range(6)]
