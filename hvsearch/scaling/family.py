@@ -30,8 +30,8 @@ def family(seed: ModelSpec, phis: Sequence[float], rule: ScalingRule = ScalingRu
 
     bar = Progress(len(phis), f"scaling {seed.name or 'arch'}", unit="member", every_s=0, enabled=progress)
     for phi in phis:
-        bar.update(note=f"phi={phi:g}")
         member = scale(seed, phi, rule)
+        bar.update(note=f"phi={phi:g}")
         cost = count_spec(member.spec)
         ratio, target = cost.flops / base.flops, TARGET_BASE ** phi
         members.append(member)
