@@ -93,7 +93,7 @@ def trained(study) -> pd.DataFrame:
 
 
 def run_searches(space, args, out) -> None:
-    from hvsearch.search.runner import init_ray, run_search
+    from hvsearch.search.runner import init_ray, run_search, stop_ray
 
     started = init_ray(args.address, args.num_cpus)
     try:
@@ -104,10 +104,7 @@ def run_searches(space, args, out) -> None:
                 run_search(search_space(space, sampler, seed, trials=args.trials, population=args.population),
                            study=name, storage=args.storage, results_dir=None, out=out)
     finally:
-        if started:
-            import ray
-
-            ray.shutdown()
+        stop_ray(started)
 
 
 def best_specs(args) -> dict[tuple[str, int], object]:

@@ -53,6 +53,11 @@ class StudyError(HVSearchError):
     """A study cannot be found, opened or resumed."""
 
 
+class RayStartError(StudyError):
+    """A local Ray instance could not be started (its processes did not come up in time, a
+    temporary folder it cannot use, ...)."""
+
+
 class MissingDependencyError(HVSearchError, ImportError):
     """An optional package is not installed; the message gives the install line."""
 

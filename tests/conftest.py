@@ -30,7 +30,7 @@ def search_env(cache_dir: Path) -> dict[str, str]:
     """The environment searches run with in the tests."""
     env = dict(os.environ)
     env.update(HVSEARCH_CACHE=str(cache_dir), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
-               RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+               RAY_USAGE_STATS_ENABLED="0")
     return env
 
 

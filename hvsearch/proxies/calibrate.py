@@ -250,7 +250,7 @@ def run_calibration(space, *, n: int = DEFAULT_N, reference_epochs: int | None =
     """Sample, train the proxy and every reference seed (``reference_seeds``, default
     ``DEFAULT_REFERENCE_SEEDS``; or reuse calibration ``reference_study``'s), score, correlate; see
     the module docstring. A refused reuse raises before any study is created."""
-    from hvsearch.search.runner import init_ray, run_search
+    from hvsearch.search.runner import init_ray, run_search, stop_ray
     from hvsearch.search.study import load_study, storage_url
     from hvsearch.train.sources import data_shape
 
@@ -300,7 +300,8 @@ def run_calibration(space, *, n: int = DEFAULT_N, reference_epochs: int | None =
     finished = {name: _finished(name, where, n)
                 for name, where in ((proxy_name, url), *((r, ref.url) for r in ref.names))}
     # one Ray for all trainings (started only when something is left to train)
-    started = init_ray(address, num_cpus) if not all(finished.values()) else False
+    owner = Path(studies_dir).resolve() / base
+    started = init_ray(address, num_cpus, owner=owner) if not all(finished.values()) else False
     try:
         print(f"--- proxy training: {proxy_epochs} epoch(s) per architecture", file=out, flush=True)
         run_search(candidate_space(space, candidates, name=proxy_name, epochs=proxy_epochs), study=proxy_name,
@@ -317,10 +318,7 @@ def run_calibration(space, *, n: int = DEFAULT_N, reference_epochs: int | None =
             if not ref.reused:
                 _stamp(load_study(name, ref.url), setup)
     finally:
-        if started:
-            import ray
-
-            ray.shutdown()
+        stop_ray(started, owner)
     proxy = load_study(proxy_name, url)
     references = [load_study(name, ref.url) for name in ref.names]
     scores = zero_cost_scores(proxy, candidates, space, seed=seed, out=out)

@@ -29,7 +29,7 @@ from typing import IO, Any
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from hvsearch.errors import StudyError
+from hvsearch.errors import RayStartError, StudyError
 from hvsearch.search import study as st
 from hvsearch.space import Space, human
 
@@ -56,15 +56,62 @@ def ray_temp_dir() -> str:
     return os.environ.get("HVSEARCH_RAY_TMP") or os.path.join(tempfile.gettempdir(), f"hvs-{os.getuid()}")
 
 
-def ray_env() -> None:
-    """Ray's settings that must be in the environment before Ray starts."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # else a token is written under ~
+def ray_env(local: bool = True) -> None:
+    """Ray's settings that must be in the environment before Ray starts.
+
+    A local instance (``local``) is private to this machine and this user: every server it
+    starts (GCS, raylet, workers, dashboard and runtime-env agents) binds to the loopback
+    address, and Ray's token authentication is on, with a random token kept in a file only this
+    user can read (:func:`ray_token_file`). Settings already in the environment win. Joining a
+    cluster (``local=False``) leaves address and authentication to the cluster's own settings:
+    see the README's security section."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # A trial's error is recorded in the study with its reason; no traceback on the console
     # (it stays in the trial's error.txt under studies/<study>/tune/).
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     # The progress lines below replace Tune's console output (verbose=0 silences the legacy one).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if not local:
+        return
+    # Ray's switch for "a single-machine instance": its node address becomes the loopback one,
+    # and since Ray 2.5x every server binds to the node address instead of 0.0.0.0.
+    os.environ.setdefault(LOOPBACK_ENV, "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if (os.environ["RAY_AUTH_MODE"] == "token" and not os.environ.get("RAY_AUTH_TOKEN")
+            and not os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(ray_token_file())
+
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _private_dir(path: Path) -> Path:
+    """``path`` as a folder only this user can enter; refuses one someone else owns (a folder
+    under a shared /tmp made in advance by another user)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        raise StudyError(f"{path}: owned by user id {info.st_uid}, not by this user ({os.getuid()}); "
+                         "set HVSEARCH_RAY_TMP to a folder of your own")
+    if info.st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+def ray_token_file() -> Path:
+    """The token of this user's local Ray instances: 32 random bytes (hex) in a file readable by
+    this user only, under :func:`ray_temp_dir`; made on first use and kept (a token never leaves
+    the machine, and every worker of the instance reads it from there)."""
+    import secrets
+
+    path = _private_dir(Path(ray_temp_dir())) / "auth_token"
+    if not path.exists() or not path.read_text().strip():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    return path
 
 
 class _DropTuneAdvice(logging.Filter):
@@ -72,16 +119,27 @@ class _DropTuneAdvice(logging.Filter):
     failure with its reason, and the progress lines say so) and, after Ctrl-C, how to resume
     with ``Tuner.restore`` (hvsearch resumes from the study: ``hvsearch run SPACE``)."""
 
-    DROP = ("Trials did not complete", "Experiment has been interrupted", "Resume experiment with")
+    DROP = ("Trials did not complete", "Experiment has been interrupted", "Resume experiment with",
+            # the result grid built after fit() lists trials that died before their first
+            # result; each is in the study with the reason it died
+            "Failed to fetch metrics")
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(self.DROP)
 
 
-def init_ray(address: str | None, num_cpus: int | None) -> bool:
+RAY_PROCESSES = "ray-processes.json"  # in a run's folder while its local Ray instance is up
+
+
+def init_ray(address: str | None, num_cpus: int | None, owner: Path | None = None) -> bool:
     """Start a local Ray (or join ``address``); False if Ray was already initialised by the
-    caller, who then also owns its shutdown."""
-    ray_env()
+    caller, who then also owns its shutdown.
+
+    With ``owner`` (the folder of the study or calibration the instance serves), the instance's
+    processes are written to ``owner/ray-processes.json`` and :func:`stop_ray` removes the file;
+    a file still there at the next start means that a driver was killed (``kill -9``, the OOM
+    killer) and its processes are ended first (:func:`end_orphans`)."""
+    ray_env(local=not address)
     import ray
 
     if ray.is_initialized():
@@ -95,12 +153,129 @@ def init_ray(address: str | None, num_cpus: int | None) -> bool:
             ray.init(address=address, **kw)
         except Exception as e:  # connection refused, version mismatch, ...
             raise StudyError(f"cannot join the Ray cluster at {address}: {type(e).__name__}: {e}") from None
-    else:
-        # "local": always a new instance of our own, never one found through RAY_ADDRESS or
-        # /tmp/ray/ray_current_cluster (someone else's cluster on a shared machine).
+        return True
+    if owner is not None:
+        end_orphans(owner)
+    # "local": always a new instance of our own, never one found through RAY_ADDRESS or
+    # /tmp/ray/ray_current_cluster (someone else's cluster on a shared machine).
+    from ray._private import ray_constants
+
+    # Both read by Ray when it is imported, which may have happened before ray_env(): the
+    # single-machine switch, and the authentication settings (RayConfig and the token cache;
+    # refreshed the way ray.init itself does when it turns token mode on).
+    ray_constants.ENABLE_RAY_CLUSTER = os.environ[LOOPBACK_ENV].lower() in ("1", "true")
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+    try:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=ray_temp_dir(),
                  object_store_memory=256 * 1024 * 1024, **kw)
+    except Exception as e:  # processes not up within Ray's start-up limit, an unusable folder, ...
+        if ray.is_initialized():
+            ray.shutdown()
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        raise RayStartError(
+            f"could not start a local Ray instance ({type(e).__name__}: {lines[0][:300] if lines else ''}); "
+            "on a busy machine run again when the load is lower or raise Ray's start-up limit "
+            "(RAY_raylet_start_wait_time_s=120); its logs are under "
+            f"{ray_temp_dir()}/session_latest/logs") from None
+    if owner is not None:
+        _record_processes(owner)
     return True
+
+
+def stop_ray(started: bool, owner: Path | None = None) -> None:
+    """Shut down the Ray instance :func:`init_ray` started (``started``), and forget its
+    processes."""
+    if not started:
+        return
+    import ray
+
+    ray.shutdown()
+    if owner is not None:
+        (owner / RAY_PROCESSES).unlink(missing_ok=True)
+
+
+def _record_processes(owner: Path) -> None:
+    """Write the driver and the Ray processes it started (GCS, raylet, agents) to
+    ``owner/ray-processes.json``: pid, start time and name, so that a later run can tell them
+    from unrelated processes that reuse a pid."""
+    import json
+
+    import psutil
+
+    me = psutil.Process()
+    procs = [{"pid": p.pid, "started": p.create_time(), "name": p.name()}
+             for p in me.children(recursive=True) if _alive(p)]
+    owner.mkdir(parents=True, exist_ok=True)
+    record = {"driver": {"pid": me.pid, "started": me.create_time()}, "processes": procs}
+    (owner / RAY_PROCESSES).write_text(json.dumps(record, indent=1))
+
+
+def _alive(p) -> bool:
+    import psutil
+
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def end_orphans(owner: Path, wait_s: float = 5.0) -> list[int]:
+    """End the Ray processes a killed driver of ``owner``'s run left behind (its
+    ``ray-processes.json``); returns their pids. Nothing is touched while that driver still
+    runs, nor a process whose start time differs from the recorded one (a reused pid)."""
+    import json
+
+    import psutil
+
+    path = owner / RAY_PROCESSES
+    try:
+        record = json.loads(path.read_text())
+        driver = record["driver"]
+        procs = record["processes"]
+    except FileNotFoundError:
+        return []
+    except (ValueError, KeyError, TypeError):
+        path.unlink(missing_ok=True)  # unreadable: a driver killed while writing it
+        return []
+
+    def same(entry):
+        try:
+            p = psutil.Process(int(entry["pid"]))
+            return p if abs(p.create_time() - float(entry["started"])) < 0.5 and _alive(p) else None
+        except (psutil.Error, KeyError, TypeError, ValueError):
+            return None
+
+    if same(driver) is not None:
+        return []  # its driver is alive (another run of this study): not ours to end
+    left = [p for p in (same(e) for e in procs) if p is not None]
+    names = {p.pid: _name(p) for p in left}
+    for p in left:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    _, still = psutil.wait_procs(left, timeout=wait_s)
+    for p in still:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(still, timeout=wait_s)
+    path.unlink(missing_ok=True)
+    if left:
+        print(f"ended {len(left)} Ray process(es) that a killed run left in {owner}: "
+              + ", ".join(f"{p.pid} ({names[p.pid]})" for p in left), file=sys.stderr, flush=True)
+    return [p.pid for p in left]
+
+
+def _name(p) -> str:
+    try:
+        return p.name()
+    except Exception:
+        return "?"
 
 
 def _import_models() -> None:
@@ -138,7 +313,8 @@ def run_search(space: Space, *, study: str | None = None, storage: str | None = 
     check_data(space.data)
     st.make_sampler(space)  # bad search.sampler_options: refused before any study is created
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("ray.tune.tune").addFilter(_DropTuneAdvice())
+    for logger in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
+        logging.getLogger(logger).addFilter(_DropTuneAdvice())
     out = out or sys.stdout
     t0 = time.monotonic()
     name = study or space.name
@@ -151,19 +327,24 @@ def run_search(space: Space, *, study: str | None = None, storage: str | None = 
         + (f"; {len(opened.requeued)} interrupted trial(s) re-queued: {opened.requeued}" if opened.requeued else ""))
     study_dir = Path(studies_dir).resolve() / name
     summary = RunSummary(name, url, 0.0, {}, None, None)
-    with st.Heartbeat(opened.study):
-        # Made before Ray starts, so that bad search.sampler_options fail at once; a continued
-        # study reseeds past its trials (the same seed would replay proposals already trained).
-        sampler = st.make_sampler(space, seed_offset=len(opened.study.trials))
-        if remaining > 0:
-            summary = _fit(space, opened, sampler, name, remaining, address, num_cpus, study_dir, say)
-        else:
-            say(f"the trial budget ({budget}) is spent; raise it with --trials to search further")
-        leftover = st.requeue_interrupted(opened.study, opened.storage,
-                                          reason="the search was stopped while the trial was running")
-        if leftover:
-            say(f"stopped with {len(leftover)} trial(s) running: {leftover}, marked interrupted and "
-                f"re-queued; continue with `hvsearch run {space.source} --study {name}`")
+    try:
+        with st.Heartbeat(opened.study):
+            # Made before Ray starts, so that bad search.sampler_options fail at once; a continued
+            # study reseeds past its trials (the same seed would replay proposals already trained).
+            sampler = st.make_sampler(space, seed_offset=len(opened.study.trials))
+            if remaining > 0:
+                summary = _fit(space, opened, sampler, name, remaining, address, num_cpus, study_dir, say)
+            else:
+                say(f"the trial budget ({budget}) is spent; raise it with --trials to search further")
+            leftover = st.requeue_interrupted(opened.study, opened.storage,
+                                              reason="the search was stopped while the trial was running")
+            if leftover:
+                say(f"stopped with {len(leftover)} trial(s) running: {leftover}, marked interrupted and "
+                    f"re-queued; continue with `hvsearch run {space.source} --study {name}`")
+    except RayStartError:
+        if opened.created and not opened.study.get_trials(deepcopy=False):
+            optuna.delete_study(study_name=name, storage=opened.storage)  # leave no empty study
+        raise
     summary.wall_time_s = time.monotonic() - t0
     summary.study, summary.storage = name, url
     from hvsearch.search.results import best_trial, write_results
@@ -199,7 +380,7 @@ def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, ad
     warm = threading.Thread(target=_import_models, name="hvsearch-import", daemon=True)
     warm.start()
     try:
-        started = init_ray(address, num_cpus)
+        started = init_ray(address, num_cpus, owner=study_dir)
     finally:
         warm.join()
     import ray
@@ -227,7 +408,10 @@ def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, ad
         trainable = tune.with_parameters(train_trial, train=space.train.to_dict(), data=space.data.to_dict(),
                                          checkpoint_root=str(ckpt_root))
         resources = {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
-        progress = Progress(searcher, epochs=epochs, say=say)
+        # a local instance's processes recorded again as workers start (init_ray's record has
+        # only those up when it returned): what a killed driver leaves is ended by the next run
+        record = (lambda: _record_processes(study_dir)) if started and not address else None
+        progress = Progress(searcher, epochs=epochs, say=say, on_start=record)
         say(f"searching: {remaining} trial(s) to train, {space.search.sampler} sampler"
             f"{'' if space.search.seed is None else f' (seed {space.search.seed})'}, ASHA over {epochs} "
             f"epoch(s), {res.cpus_per_trial} CPU / {res.gpus_per_trial} GPU per trial, "
@@ -238,7 +422,8 @@ def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, ad
             tune.with_resources(trainable, resources),
             tune_config=tune.TuneConfig(
                 metric=st.METRIC, mode=MODE, search_alg=searcher, scheduler=scheduler,
-                num_samples=remaining, max_concurrent_trials=concurrent, reuse_actors=True,
+                # the searcher ends the search (the budget, its time, a re-queued trial retried)
+                num_samples=-1, max_concurrent_trials=concurrent, reuse_actors=True,
                 trial_name_creator=_trial_name(searcher), trial_dirname_creator=_trial_name(searcher)),
             run_config=tune.RunConfig(
                 name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(study_dir / "tune"),
@@ -249,8 +434,7 @@ def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, ad
         if held:
             say(f"{len(held)} pre-screened candidate(s) never started: {held}, re-queued for a continued run")
     finally:
-        if started:
-            ray.shutdown()
+        stop_ray(started, study_dir)
     c = dict(searcher.counts)
     best = searcher.best
     say(f"done: {_counts_line(searcher.counts)}"
@@ -340,8 +524,9 @@ class Progress(Callback):
     """One line per trial event: start, each epoch, the end and why; the study's counts and the
     best accuracy so far."""
 
-    def __init__(self, searcher, epochs: int, say):
+    def __init__(self, searcher, epochs: int, say, on_start=None):
         self.searcher, self.epochs, self.say = searcher, epochs, say
+        self.on_start = on_start  # called as each trial starts (the run's Ray processes recorded)
         self.started = 0
         self.train_time = 0.0
         self.first_start: float | None = None
@@ -355,10 +540,18 @@ class Progress(Callback):
         best = self.searcher.best
         return f"  | {_counts_line(self.searcher.counts, len(self.live))}" + (f" | best {best[0]:.2f}% (trial {best[1]})" if best else "")
 
+    def on_step_begin(self, iteration, trials, **info):
+        # every trial known as soon as Tune has it: one whose worker dies before it starts
+        # (killed for memory, say) still has its error files read (searcher._error_reason)
+        for t in trials:
+            self.searcher.tune_trials.setdefault(t.trial_id, t)
+
     def on_trial_start(self, iteration, trials, trial, **info):
         self.searcher.tune_trials[trial.trial_id] = trial
         self.live.add(trial.trial_id)
         self.started += 1
+        if self.on_start is not None:
+            self.on_start()
         if self.first_start is None:
             self.first_start = time.monotonic()
         cfg = trial.config

@@ -26,6 +26,7 @@ searcher) are not used: ``hvsearch run`` resumes from the study, never with ``Tu
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import time
 import warnings
@@ -93,6 +94,11 @@ class StudySearcher(OptunaSearch):
         return {"arch": self.space.arch.suggest(trial)}
 
     def suggest(self, trial_id: str) -> dict | None:
+        if self.slots_left <= 0:
+            # The budget is handed out; while trials run, one may still die before its first
+            # epoch (a worker Tune could not start) and give its slot back (_interrupt).
+            live = any(t not in self._completed_trials for t in self._numbers)
+            return None if live else Searcher.FINISHED
         if self.deadline is not None and time.monotonic() > self.deadline:
             self.exhausted = self.exhausted or "time budget reached"
             return Searcher.FINISHED
@@ -313,7 +319,7 @@ class StudySearcher(OptunaSearch):
         if error:
             self._finish(trial_id, "failed", TrialState.FAIL, reason=_error_reason(trial))
         elif not result:
-            self._interrupt(trial_id, "stopped before it reported an epoch")
+            self._interrupt(trial_id, "stopped before it reported an epoch", retry=True)
         elif epoch >= self.epochs:
             values = [result.get(st.RESULT_KEYS[o]) for o in self.space.search.objectives]
             bad = [v for v in values if v is None or not math.isfinite(float(v))]
@@ -343,12 +349,17 @@ class StudySearcher(OptunaSearch):
                 self.best = (top1, ot_trial.number)
         self._drop_checkpoint(ot_trial)
 
-    def _interrupt(self, trial_id: str, reason: str) -> None:
+    def _interrupt(self, trial_id: str, reason: str, retry: bool = False) -> None:
+        """Mark the trial interrupted and re-queue its architecture; with ``retry`` (it never
+        reported an epoch: Tune could not start it) its slot is given back, so that this run
+        trains it, not only the next one."""
         ot_trial = self._ot_trials[trial_id]
         st.mark_interrupted(self._ot_study, self.opened.storage, ot_trial.number, reason)
         self._seen.pop(ot_trial.user_attrs.get(st.ATTR_ARCH_ID), None)
         self._completed_trials.add(trial_id)
         self.counts["interrupted"] += 1
+        if retry:
+            self.slots_left += 1
 
     def _drop_checkpoint(self, ot_trial) -> None:
         if self.checkpoint_root is None:
@@ -382,7 +393,8 @@ def _best_so_far(study) -> tuple[float, int] | None:
 
 
 def _error_reason(trial) -> str:
-    """The exception a Tune trial died of, as ``Type: message`` (the cause, not Ray's wrapper).
+    """The exception a Tune trial died of, as ``Type: message`` (the cause, not Ray's wrapper),
+    or why its worker process died (:func:`death_reason`).
 
     Read from the trial's local error files: Tune writes them on the driver before telling the
     searcher, and syncs them to the run's storage only later."""
@@ -390,24 +402,57 @@ def _error_reason(trial) -> str:
         return "the trial raised (no error details reached the driver)"
     err = None
     try:
-        import cloudpickle
+        import ray.cloudpickle as cloudpickle
 
         with open(trial.pickled_error_file, "rb") as f:
             err = cloudpickle.load(f)
     except Exception:
         pass
     if err is not None:
+        death = death_reason(str(err))
+        if death:
+            return death
         from ray.exceptions import RayActorError
 
         if isinstance(err, RayActorError):
-            return ("the trial's worker process died (killed, or out of memory?): "
+            return ("the trial's worker process died: "
                     + (str(err).strip().splitlines() or [""])[0][:300])
         cause = getattr(err, "cause", None) or err
         lines = str(cause).strip().splitlines()
         return f"{type(cause).__name__}: {lines[-1] if lines else ''}"[:1000]
     try:
         with open(trial.error_file) as f:
-            lines = [ln for ln in f.read().strip().splitlines() if ln.strip()]
-        return lines[-1][:1000] if lines else "the trial raised"
+            text = f.read()
     except Exception:
         return "the trial raised"
+    death = death_reason(text)
+    if death:
+        return death
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:1000] if lines else "the trial raised"
+
+
+_MEMORY = re.compile(r"Memory on the node .*? was ([\d.]+\s*[KMGT]?B) used / ([\d.]+\s*[KMGT]?B) limit")
+_THRESHOLD = re.compile(r"threshold of \d+B \(([\d.]+%)")
+_EXIT_DETAIL = re.compile(r"Worker exit detail: (.*)")
+
+
+def death_reason(text: str) -> str | None:
+    """Why a trial's worker process died, from Ray's error text, or None if it did not die (an
+    exception in the trial). Ray's memory monitor names the node's memory and its threshold;
+    a process killed from outside (the kernel's OOM killer, ``kill -9``) or crashed leaves
+    Ray's "worker exit detail"."""
+    if "running low on memory" in text:
+        mem, thr = _MEMORY.search(text), _THRESHOLD.search(text)
+        used = f": the node used {mem.group(1)} of {mem.group(2)}" if mem else ""
+        limit = f", above the kill threshold of {thr.group(1)}" if thr else ""
+        return (f"killed by Ray's memory monitor{used}{limit}; lower resources.max_concurrent or "
+                "train.batch_size, or raise RAY_memory_usage_threshold (default 0.95)")
+    detail = _EXIT_DETAIL.search(text)
+    if detail:
+        first = detail.group(1).strip().split(". ")[0].rstrip(".")
+        if "SIGKILL" in first or "connection error" in first or "unexpectedly" in first:
+            return ("the trial's worker process was killed (SIGKILL: the kernel's OOM killer, or another "
+                    f"process) or crashed; Ray: {first[:240]}")
+        return f"the trial's worker process died; Ray: {first[:300]}"
+    return None

@@ -1,0 +1,226 @@
+"""The local Ray instance a run starts is private and cleaned up: every server it starts listens
+on the loopback address only, with Ray's token authentication on; a driver killed with SIGKILL
+leaves processes that the next run of the study ends; a Ray that cannot start is one line and no
+empty study."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.search.conftest import hvsearch_cmd, load, write_space
+
+
+def _loopback(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip)
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return (mapped or addr).is_loopback
+
+
+def _tree(pid: int):
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _listeners(procs) -> dict[tuple[str, int], str]:
+    import psutil
+
+    found = {}
+    for p in procs:
+        try:
+            for c in p.net_connections(kind="inet"):
+                if c.status == psutil.CONN_LISTEN:
+                    found[(c.laddr.ip, c.laddr.port)] = p.name()
+        except psutil.Error:
+            pass  # the process ended between the listing and this look
+    return found
+
+
+@pytest.fixture
+def ray_tmp():
+    """A short private folder for Ray's sockets and token (socket paths are limited to ~107
+    bytes, and pytest's tmp paths are long)."""
+    path = Path(tempfile.mkdtemp(prefix="hvs-t", dir="/tmp"))
+    yield path
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_local_run_listens_on_loopback_only_with_token_auth(workdir, ray_tmp):
+    folder, env = workdir
+    env = {**env, "HVSEARCH_RAY_TMP": str(ray_tmp)}
+    for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
+        env.pop(k, None)
+    space = write_space(folder)
+    proc = subprocess.Popen(hvsearch_cmd("run", str(space)), cwd=folder, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    listening: dict[tuple[str, int], str] = {}
+    auth: set[str] = set()
+    names: set[str] = set()
+    while proc.poll() is None:  # look at every process of the run while it runs
+        procs = _tree(proc.pid)
+        listening.update(_listeners(procs))
+        for p in procs:
+            try:
+                names.add(p.name())
+                if p.name() in ("gcs_server", "raylet"):
+                    auth.add(p.environ().get("RAY_AUTH_MODE", "unset"))
+            except Exception:
+                pass
+        time.sleep(0.2)
+    out = proc.stdout.read()
+    assert proc.returncode == 0, out
+    assert {"gcs_server", "raylet"} <= names, names
+    assert len(listening) >= 3, listening  # GCS, raylet, workers at least
+    outside = {k: v for k, v in listening.items() if not _loopback(k[0])}
+    assert not outside, f"listening beyond loopback: {outside}"
+    assert auth == {"token"}, auth
+    token = ray_tmp / "auth_token"
+    assert token.stat().st_mode & 0o777 == 0o600
+    assert len(token.read_text().strip()) == 64
+    assert len([t for t in load(folder, "tiny").get_trials() if t.user_attrs.get("status") in ("trained", "pruned")]) == 4
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_driver_then_a_rerun_leaves_no_process_of_the_killed_run(workdir, ray_tmp):
+    import psutil
+
+    folder, env = workdir
+    env = {**env, "HVSEARCH_RAY_TMP": str(ray_tmp)}
+
+    def edit(d):  # long enough trials that the driver is killed mid-run
+        d["train"]["max_steps_per_epoch"] = 40
+        d["search"]["trials"] = 4
+
+    space = write_space(folder, edit)
+    proc = subprocess.Popen(hvsearch_cmd("run", str(space)), cwd=folder, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    record = folder / "studies" / "tiny" / "ray-processes.json"
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if " start: " in line:
+            break
+    assert record.exists(), "".join(seen)
+    time.sleep(1.0)
+    run_procs = _tree(proc.pid)[1:]
+    assert run_procs
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    time.sleep(1.0)
+
+    def alive(procs):
+        left = []
+        for p in procs:
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    left.append(p)
+            except psutil.Error:
+                pass
+        return left
+
+    orphans = alive(run_procs)
+    rerun = subprocess.run(hvsearch_cmd("run", str(space)), cwd=folder, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert not alive(run_procs), f"left running after the rerun: {[(p.pid, p.name()) for p in alive(run_procs)]}"
+    if orphans:
+        assert "Ray process(es) that a killed run left" in rerun.stderr
+    assert not record.exists()  # a clean end forgets its processes
+    study = load(folder, "tiny")
+    counted = [t for t in study.get_trials() if t.user_attrs.get("status") in ("trained", "pruned")]
+    assert len(counted) == 4
+
+
+def test_a_ray_that_cannot_start_is_one_line_and_leaves_no_study(workdir):
+    folder, env = workdir
+    # Ray's Unix socket paths must fit in ~107 bytes: a temp folder this long cannot work
+    long_tmp = Path(tempfile.mkdtemp(prefix="hvs-t", dir="/tmp")) / ("x" * 120)
+    env = {**env, "HVSEARCH_RAY_TMP": str(long_tmp)}
+    space = write_space(folder)
+    proc = subprocess.run(hvsearch_cmd("run", str(space)), cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "could not start a local Ray instance" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    import optuna
+
+    storage = f"sqlite:///{folder / 'studies' / 'tiny.db'}"
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    assert "tiny" not in names
+
+
+def _reasons(folder):
+    study = load(folder, "tiny")
+    return {t.number: (t.state.name, t.user_attrs.get("status"), t.user_attrs.get("fail_reason") or "")
+            for t in study.get_trials()}
+
+
+@pytest.mark.slow
+def test_a_trial_killed_by_rays_memory_monitor_is_failed_with_that_reason(workdir):
+    import psutil
+
+    folder, env = workdir
+    # A kill threshold below what the machine already uses: Ray's memory monitor kills every
+    # trial's worker as it starts (the real monitor; only its threshold is lowered).
+    vm = psutil.virtual_memory()
+    used = (vm.total - vm.available) / vm.total
+    env = {**env, "RAY_memory_usage_threshold": f"{max(used / 4, 0.001):.4f}",
+           "RAY_memory_monitor_refresh_ms": "100"}
+    space = write_space(folder)
+    proc = subprocess.run(hvsearch_cmd("run", str(space)), cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "no architecture of study 'tiny' has finished training" in proc.stderr
+    reasons = _reasons(folder)
+    assert len(reasons) == 4, reasons
+    for state, status, why in reasons.values():
+        assert (state, status) == ("FAIL", "failed")
+        assert why.startswith("killed by Ray's memory monitor: the node used "), why
+        assert "kill threshold" in why
+
+
+@pytest.mark.slow
+def test_a_trial_whose_worker_is_killed_is_failed_with_that_reason_and_the_search_goes_on(workdir):
+    import psutil
+
+    folder, env = workdir
+
+    def edit(d):
+        d["train"]["max_steps_per_epoch"] = 40
+
+    space = write_space(folder, edit)
+    proc = subprocess.Popen(hvsearch_cmd("run", str(space)), cwd=folder, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # the first epoch reported: a trial's worker is training
+        lines.append(line)
+        if " epoch 1/3" in line:
+            break
+    workers = [p for p in _tree(proc.pid) if "ImplicitFunc" in p.name()]
+    assert workers, "".join(lines)
+    workers[0].send_signal(signal.SIGKILL)
+    lines.extend(proc.stdout)
+    assert proc.wait(timeout=600) == 0, "".join(lines)
+    out = "".join(lines)
+    assert "Traceback" not in out
+    reasons = _reasons(folder)
+    failed = [r for r in reasons.values() if r[1] == "failed"]
+    assert len(failed) == 1, reasons
+    assert failed[0][2].startswith("the trial's worker process was killed (SIGKILL"), failed[0]
+    assert sum(r[1] in ("trained", "pruned") for r in reasons.values()) == 3  # the search went on
+    assert psutil.Process().children(recursive=True) == []
