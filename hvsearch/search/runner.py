@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ray.tune import Callback
+from ray.tune.search import ConcurrencyLimiter
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from hvsearch.errors import RayStartError, StudyError
@@ -122,7 +123,9 @@ class _DropTuneAdvice(logging.Filter):
     DROP = ("Trials did not complete", "Experiment has been interrupted", "Resume experiment with",
             # the result grid built after fit() lists trials that died before their first
             # result; each is in the study with the reason it died
-            "Failed to fetch metrics")
+            "Failed to fetch metrics",
+            # a re-used worker that could not be reset: the progress line says what happens
+            "Could not re-use actor")
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(self.DROP)
@@ -313,7 +316,7 @@ def run_search(space: Space, *, study: str | None = None, storage: str | None = 
     check_data(space.data)
     st.make_sampler(space)  # bad search.sampler_options: refused before any study is created
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for logger in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
+    for logger in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis", "ray.tune.execution.tune_controller"):
         logging.getLogger(logger).addFilter(_DropTuneAdvice())
     out = out or sys.stdout
     t0 = time.monotonic()
@@ -411,7 +414,10 @@ def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, ad
         # a local instance's processes recorded again as workers start (init_ray's record has
         # only those up when it returned): what a killed driver leaves is ended by the next run
         record = (lambda: _record_processes(study_dir)) if started and not address else None
-        progress = Progress(searcher, epochs=epochs, say=say, on_start=record)
+        # the limiter Tune would wrap the searcher in for max_concurrent_trials, made here so
+        # that Progress can tell it of a trial Tune ended silently (on_step_end)
+        limited = ConcurrencyLimiter(searcher, max_concurrent=concurrent)
+        progress = Progress(searcher, epochs=epochs, say=say, on_start=record, search_alg=limited)
         say(f"searching: {remaining} trial(s) to train, {space.search.sampler} sampler"
             f"{'' if space.search.seed is None else f' (seed {space.search.seed})'}, ASHA over {epochs} "
             f"epoch(s), {res.cpus_per_trial} CPU / {res.gpus_per_trial} GPU per trial, "
@@ -421,9 +427,9 @@ def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, ad
         tuner = tune.Tuner(
             tune.with_resources(trainable, resources),
             tune_config=tune.TuneConfig(
-                metric=st.METRIC, mode=MODE, search_alg=searcher, scheduler=scheduler,
+                metric=st.METRIC, mode=MODE, search_alg=limited, scheduler=scheduler,
                 # the searcher ends the search (the budget, its time, a re-queued trial retried)
-                num_samples=-1, max_concurrent_trials=concurrent, reuse_actors=True,
+                num_samples=-1, reuse_actors=True,
                 trial_name_creator=_trial_name(searcher), trial_dirname_creator=_trial_name(searcher)),
             run_config=tune.RunConfig(
                 name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(study_dir / "tune"),
@@ -524,13 +530,15 @@ class Progress(Callback):
     """One line per trial event: start, each epoch, the end and why; the study's counts and the
     best accuracy so far."""
 
-    def __init__(self, searcher, epochs: int, say, on_start=None):
+    def __init__(self, searcher, epochs: int, say, on_start=None, search_alg=None):
         self.searcher, self.epochs, self.say = searcher, epochs, say
+        self.search_alg = search_alg or searcher  # what Tune calls: the searcher or its limiter
         self.on_start = on_start  # called as each trial starts (the run's Ray processes recorded)
         self.started = 0
         self.train_time = 0.0
         self.first_start: float | None = None
         self.live: set[str] = set()
+        self.ended: set[str] = set()
 
     def _label(self, trial) -> str:
         n = self.searcher.number(trial.trial_id)
@@ -545,6 +553,17 @@ class Progress(Callback):
         # (killed for memory, say) still has its error files read (searcher._error_reason)
         for t in trials:
             self.searcher.tune_trials.setdefault(t.trial_id, t)
+
+    def on_step_end(self, iteration, trials, **info):
+        # Tune ends a trial whose re-used worker could not be reset (reset_config timed out)
+        # with status ERROR but tells neither the searcher nor the callbacks: tell them here, so
+        # the study records it (and re-queues it) instead of leaving it RUNNING.
+        for t in trials:
+            if (t.status == "ERROR" and t.trial_id in self.searcher._ot_trials
+                    and t.trial_id not in self.searcher._completed_trials):
+                self.searcher.tune_trials.setdefault(t.trial_id, t)
+                self.search_alg.on_trial_complete(t.trial_id, None, error=True)
+                self._end(t)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.searcher.tune_trials[trial.trial_id] = trial
@@ -571,6 +590,9 @@ class Progress(Callback):
         self._end(trial)
 
     def _end(self, trial) -> None:
+        if trial.trial_id in self.ended:
+            return
+        self.ended.add(trial.trial_id)
         self.live.discard(trial.trial_id)
         n = self.searcher.number(trial.trial_id)
         if n is None:

@@ -89,6 +89,17 @@ class StudySearcher(OptunaSearch):
                                     category=UserWarning)
             return super()._suggest_from_define_by_run_func(func, ot_trial)
 
+    def _live(self) -> bool:
+        """Whether a trial this searcher handed out may still report: not completed here, and
+        not ended in Tune's eyes (a trial Tune drops without telling the searcher is not live)."""
+        for tid in self._numbers:
+            if tid in self._completed_trials:
+                continue
+            trial = self.tune_trials.get(tid)
+            if trial is None or trial.status not in ("ERROR", "TERMINATED"):
+                return True
+        return False
+
     def _define(self, trial) -> dict[str, Any]:
         """Define-by-run: draw one architecture (its knobs become the trial's params)."""
         return {"arch": self.space.arch.suggest(trial)}
@@ -97,8 +108,7 @@ class StudySearcher(OptunaSearch):
         if self.slots_left <= 0:
             # The budget is handed out; while trials run, one may still die before its first
             # epoch (a worker Tune could not start) and give its slot back (_interrupt).
-            live = any(t not in self._completed_trials for t in self._numbers)
-            return None if live else Searcher.FINISHED
+            return None if self._live() else Searcher.FINISHED
         if self.deadline is not None and time.monotonic() > self.deadline:
             self.exhausted = self.exhausted or "time budget reached"
             return Searcher.FINISHED
@@ -317,7 +327,14 @@ class StudySearcher(OptunaSearch):
             ot_trial.set_user_attr(st.ATTR_RAY_TRIAL, trial_id)
         epoch = int(result.get("epoch", 0)) if result else 0
         if error:
-            self._finish(trial_id, "failed", TrialState.FAIL, reason=_error_reason(trial))
+            reason = _error_reason(trial)
+            if not result and NOT_STARTED in reason:
+                # Tune's re-used worker was still finishing the trial before (its reset timed
+                # out): this one never ran, so it is re-queued and retried in this run
+                self._interrupt(trial_id, "Tune could not start it on a re-used worker (the previous "
+                                "trial's thread did not stop in time)", retry=True)
+            else:
+                self._finish(trial_id, "failed", TrialState.FAIL, reason=reason)
         elif not result:
             self._interrupt(trial_id, "stopped before it reported an epoch", retry=True)
         elif epoch >= self.epochs:
@@ -390,6 +407,10 @@ def _best_so_far(study) -> tuple[float, int] | None:
         return None
     top = max(done, key=lambda t: t.values[0])
     return (top.values[0], top.number)
+
+
+# what Tune's error says when a re-used worker could not be reset for the next trial
+NOT_STARTED = "Trainable runner reuse requires reset_config()"
 
 
 def _error_reason(trial) -> str:
