@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from pathlib import Path
 from typing import IO
 
 
@@ -29,14 +30,15 @@ def retrain(space, specs: dict, *, prefix: str, epochs: int, fraction: float, se
     names = study_names(prefix, [c.spec.arch_id for c in candidates], seeds)
     print(f"=== training {len(candidates)} architecture(s): {epochs} epoch(s) on {100 * fraction:g}% of the "
           f"training split, {seeds} seed(s): studies {', '.join(names)} in {storage}", file=out, flush=True)
-    started = init_ray(address, num_cpus)
+    owner = Path("studies").resolve() / prefix  # its Ray processes, for a killed run's cleanup
+    started = init_ray(address, num_cpus, owner=owner)
     try:
         for k, name in enumerate(names):
             run_search(candidate_space(space, candidates, name=name, epochs=epochs, seed_offset=k,
                                        fraction=fraction),
                        study=name, storage=storage, results_dir=None, out=out)
     finally:
-        stop_ray(started)
+        stop_ray(started, owner)
     return names
 
 

@@ -95,7 +95,8 @@ def trained(study) -> pd.DataFrame:
 def run_searches(space, args, out) -> None:
     from hvsearch.search.runner import init_ray, run_search, stop_ray
 
-    started = init_ray(args.address, args.num_cpus)
+    owner = Path("studies").resolve() / "search-vs-random"  # its Ray processes, for a killed run's cleanup
+    started = init_ray(args.address, args.num_cpus, owner=owner)
     try:
         for sampler in args.samplers:
             for seed in args.seeds:
@@ -104,7 +105,7 @@ def run_searches(space, args, out) -> None:
                 run_search(search_space(space, sampler, seed, trials=args.trials, population=args.population),
                            study=name, storage=args.storage, results_dir=None, out=out)
     finally:
-        stop_ray(started)
+        stop_ray(started, owner)
 
 
 def best_specs(args) -> dict[tuple[str, int], object]:

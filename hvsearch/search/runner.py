@@ -121,14 +121,25 @@ class _DropTuneAdvice(logging.Filter):
     with ``Tuner.restore`` (hvsearch resumes from the study: ``hvsearch run SPACE``)."""
 
     DROP = ("Trials did not complete", "Experiment has been interrupted", "Resume experiment with",
+            "Stop signal received",  # our closing lines say what was stopped and how to go on
             # the result grid built after fit() lists trials that died before their first
             # result; each is in the study with the reason it died
             "Failed to fetch metrics",
             # a re-used worker that could not be reset: the progress line says what happens
             "Could not re-use actor")
 
+    def __init__(self):
+        super().__init__()
+        self.interrupted = False  # Tune said the run was stopped by SIGINT (Ctrl-C)
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.DROP)
+        msg = str(record.msg)
+        if msg.startswith(("Stop signal received", "Experiment has been interrupted")):
+            self.interrupted = True
+        return not msg.startswith(self.DROP)
+
+
+_TUNE_ADVICE = _DropTuneAdvice()
 
 
 RAY_PROCESSES = "ray-processes.json"  # in a run's folder while its local Ray instance is up
@@ -317,8 +328,9 @@ def run_search(space: Space, *, study: str | None = None, storage: str | None = 
     st.make_sampler(space)  # bad search.sampler_options: refused before any study is created
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for logger in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis", "ray.tune.execution.tune_controller"):
-        logging.getLogger(logger).addFilter(_DropTuneAdvice())
+        logging.getLogger(logger).addFilter(_TUNE_ADVICE)  # once: the same object is not added twice
     out = out or sys.stdout
+    _TUNE_ADVICE.interrupted = False
     t0 = time.monotonic()
     name = study or space.name
     url = st.storage_url(name, storage, studies_dir, create=not resume)
@@ -359,6 +371,10 @@ def run_search(space: Space, *, study: str | None = None, storage: str | None = 
         say(f"results in {summary.results_dir}/")
     if best is not None:
         say(best_line(best, summary.results_dir))
+    if _TUNE_ADVICE.interrupted:
+        # Ctrl-C: Tune ended the run and the study is saved (trials re-queued, results written);
+        # the caller stops too (a calibration does not go on to its next training)
+        raise KeyboardInterrupt
     return summary
 
 
@@ -435,6 +451,7 @@ def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, ad
                 name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(study_dir / "tune"),
                 verbose=0, callbacks=[progress], failure_config=tune.FailureConfig(max_failures=0)),
         )
+        _TUNE_ADVICE.interrupted = False
         tuner.fit()
         held = searcher.release_queue("kept by the pre-screen, but the search stopped before it started")
         if held:

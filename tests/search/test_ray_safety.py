@@ -257,3 +257,29 @@ def test_a_trial_tune_could_not_start_on_a_reused_worker_is_retried_in_the_same_
     for t in interrupted:
         assert any(c.user_attrs.get("requeued_from") == t.number for c in trials), t.number
     assert {t.user_attrs["arch_id"] for t in interrupted} <= {c.user_attrs["arch_id"] for c in counted}
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_command_and_keeps_the_study(workdir):
+    folder, env = workdir
+
+    def edit(d):
+        d["train"]["max_steps_per_epoch"] = 40
+
+    space = write_space(folder, edit)
+    proc = subprocess.Popen(hvsearch_cmd("run", str(space)), cwd=folder, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if " start: " in line:
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert err.strip().splitlines()[-1] == "hvsearch run: interrupted"
+    assert "Stop signal received" not in out + err  # Tune's advice; our lines say how to go on
+    assert "re-queued; continue with `hvsearch run" in out
+    assert "Traceback" not in out + err
+    trials = load(folder, "tiny").get_trials()
+    assert trials and not [t.number for t in trials if t.state.name == "RUNNING"]
+    assert any(t.user_attrs.get("status") == "interrupted" for t in trials)
