@@ -32,7 +32,7 @@ import hvsearch  # noqa: F401  (before timm)
 import torch
 from torch.utils.data import DataLoader
 
-from hvsearch.models.report import load_arch
+from hvsearch.arch_ref import resolve
 from hvsearch.train import DataConfig, TrainConfig
 from hvsearch.train.augment import TrainTransform
 from hvsearch.train.data import iterate, load_data, make_loaders
@@ -82,7 +82,7 @@ def measure_loader(splits, batch: int, steps: int, workers: int | None, repeats:
 
 def measure_step(arch: str, splits, batch: int, steps: int, repeats: int, max_wait: float) -> dict:
     device = torch.device("cpu")
-    spec = load_arch(arch).replace(resolution=RESOLUTION, num_classes=splits.num_classes,
+    spec = resolve(arch).replace(resolution=RESOLUTION, num_classes=splits.num_classes,
                                        in_chans=splits.in_chans).validate()
     train = TrainConfig(resolution=RESOLUTION, batch_size=batch, device="cpu", epochs=1)
     model, forward, criterion, optimizer, scheduler = build_training(spec, train, splits.num_classes, steps, device)

@@ -96,7 +96,7 @@ def match_flops(spec, budget: float, resolution: int, *, depth_mode: str, lo: fl
 
 def main(argv: list[str] | None = None) -> int:
     from hvsearch.errors import HVSearchError
-    from hvsearch.scaling.family import resolve_seed
+    from hvsearch.arch_ref import resolve
     from hvsearch.space import load_space
     from hvsearch.train.sources import data_shape
 
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         space = load_space(args.space)
         res = int(space.train.resolution)
         classes, chans = data_shape(space.data)
-        searched = resolve_seed(args.arch).replace(num_classes=classes, in_chans=chans)
+        searched = resolve(args.arch).replace(num_classes=classes, in_chans=chans)
         budget = args.flops or flops_at(searched, res)
         print(f"budget: {budget / 1e6:.2f} M FLOPs at {res} px ({'--flops' if args.flops else args.arch})",
               file=out, flush=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from hvsearch.errors import HVSearchError
-from hvsearch.seed_names import check_arch_ref
+from hvsearch import arch_ref
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable]] = {}
 
@@ -78,7 +78,7 @@ def _show_args(p: argparse.ArgumentParser) -> None:
 @command("show", help="print an architecture's per-stage spec and cost")
 @arguments(_show_args)
 def cmd_show(args: argparse.Namespace) -> int:
-    check_arch_ref(args.arch)  # before torch loads: a wrong name or path is answered at once
+    arch_ref.check(args.arch)  # before torch loads: a wrong name or path is answered at once
     from hvsearch.models.report import show_arch
 
     print(show_arch(args.arch, resolution=args.resolution, fmt=args.format))
@@ -252,12 +252,11 @@ def _scale_args(p: argparse.ArgumentParser) -> None:
 @command("scale", help="compound-scale a seed into a model family (depth a^phi, width b^phi, resolution g^phi)")
 @arguments(_scale_args)
 def cmd_scale(args: argparse.Namespace) -> int:
-    if ":" not in args.seed or Path(args.seed).exists():  # STUDY:best is looked up in its study
-        check_arch_ref(args.seed)
+    arch_ref.check(args.seed)
     from hvsearch.scaling import ScalingRule
-    from hvsearch.scaling.family import family, resolve_seed, write_members
+    from hvsearch.scaling.family import family, write_members
 
-    seed = resolve_seed(args.seed)
+    seed = arch_ref.resolve(args.seed)
     if args.grid:
         return _scale_grid(seed, args)
     rule = ScalingRule(alpha=args.alpha, beta=args.beta, gamma=args.gamma, depth_mode=args.depth_mode)
@@ -309,8 +308,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 @command("train", help="proxy-train an architecture; metrics CSV and checkpoint under results/train/")
 @arguments(_train_args)
 def cmd_train(args: argparse.Namespace) -> int:
-    check_arch_ref(args.arch)
-    from hvsearch.models.report import load_arch
+    arch_ref.check(args.arch)
     from hvsearch.train.run import load_configs, run_training
 
     flags = vars(args)
@@ -320,7 +318,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     data_keys = {"data": "name", "data_root": "root", "val_split": "val_split", "data_seed": "seed"}
     train, data = load_configs(args.config, {k: flags[k] for k in train_keys if flags[k] is not None},
                                {v: flags[k] for k, v in data_keys.items() if flags[k] is not None})
-    spec = load_arch(args.arch)
+    spec = arch_ref.resolve(args.arch)
     if args.threads:
         import torch
 

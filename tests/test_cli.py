@@ -44,6 +44,7 @@ def test_show_table_yaml_and_json(tmp_path, capsys):
     (["show", "no_such_seed"], "is neither a seed"),
     (["show", "missing.yaml"], "does not exist"),
     (["show", "hvsearch"], "architecture file hvsearch is a directory, not a file"),
+    (["train", "mystudy:last"], "'mystudy:last': a study's architecture is STUDY:best or STUDY:<trial number>"),
     (["scale", "--seed", "cmt_s", "--phi", "abc"],
      "hvsearch scale: error: argument --phi: invalid float value: 'abc' (see `hvsearch scale --help`)"),
     (["bogus"], "hvsearch: error: argument COMMAND: invalid choice: 'bogus'"),
@@ -57,7 +58,7 @@ def test_errors_are_one_line_without_traceback(args, fragment):
 
 
 @pytest.mark.parametrize("args", [["show", "cmt_ss"], ["train", "cmt_ss"], ["scale", "--seed", "cmt_ss"],
-                                  ["show", "missing.yaml"]])
+                                  ["show", "missing.yaml"], ["train", "mystudy:last"]])
 def test_a_wrong_name_or_path_is_answered_before_torch_loads(args):
     """Checked in a fresh interpreter: the error path never imports torch, so it answers at once."""
     code = ("import sys; from hvsearch.cli import main; rc = main(sys.argv[1:]); "

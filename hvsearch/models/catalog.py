@@ -101,18 +101,18 @@ def register_arch(name: str, spec_fn: Callable[[], ModelSpec]) -> str:
 
 @register_model
 def hvs_arch(pretrained: bool = False, arch: "str | ModelSpec | None" = None, **kwargs):
-    """Any architecture: ``timm.create_model("hvs_arch", arch="best.yaml")`` (a file, a seed name
-    or a ModelSpec)."""
+    """Any architecture: ``timm.create_model("hvs_arch", arch="best.yaml")`` (a file, a seed name,
+    ``STUDY:best`` / ``STUDY:<n>`` or a ModelSpec; see :mod:`hvsearch.arch_ref`)."""
     from hvsearch.models.backbone import HybridBackbone
-    from hvsearch.models.report import load_arch
+    from hvsearch.arch_ref import resolve
 
     if arch is None:
-        raise RegistryError("hvs_arch needs arch=<architecture file, seed name or ModelSpec>")
+        raise RegistryError("hvs_arch needs arch=<architecture file, seed name, STUDY:best or ModelSpec>")
     if pretrained:
         raise RegistryError("hvs_arch: hvsearch ships no pretrained weights")
     for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
         kwargs.pop(key, None)
-    return HybridBackbone(arch if isinstance(arch, ModelSpec) else load_arch(arch), **kwargs)
+    return HybridBackbone(resolve(arch), **kwargs)
 
 
 def seed_names() -> list[str]:

@@ -2,25 +2,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 
 from hvsearch.arch import ModelSpec
-from hvsearch.errors import RegistryError, SpecError
 from hvsearch.models.catalog import get_seed, seed_names
-
-
-def load_arch(ref: str) -> ModelSpec:
-    """A seed name or a path to an architecture YAML/JSON file → a validated spec."""
-    path = Path(ref)
-    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
-        return ModelSpec.load(path)
-    try:
-        return get_seed(ref).spec
-    except RegistryError:
-        raise SpecError("", f"{ref!r} is neither a seed ({', '.join(seed_names())}) nor an "
-                        "architecture file", None, show_value=False) from None
 
 
 def seeds_table(progress: bool = False) -> pd.DataFrame:
@@ -86,7 +72,9 @@ def _knobs(d: dict) -> str:
 def show_arch(ref: str, resolution: int | None = None, fmt: str = "table") -> str:
     from hvsearch.cost import count_spec
 
-    spec = load_arch(ref)
+    from hvsearch.arch_ref import resolve
+
+    spec = resolve(ref)
     if fmt == "yaml":
         return spec.to_yaml().rstrip()
     res = resolution or spec.resolution

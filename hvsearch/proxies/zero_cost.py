@@ -233,9 +233,9 @@ def _check_int(value: Any, what: str, low: int, why: str = "") -> None:
 def _own_model(arch, seed: int, num_classes: int, device) -> tuple[nn.Module, int, int]:
     """A model only this score touches, its number of classes and of input channels."""
     if isinstance(arch, str):
-        from hvsearch.models.report import load_arch
+        from hvsearch.arch_ref import resolve
 
-        arch = load_arch(arch)
+        arch = resolve(arch)
     if isinstance(arch, ModelSpec):
         from hvsearch.models import build_model
 

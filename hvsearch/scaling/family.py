@@ -13,7 +13,6 @@ import pandas as pd
 from hvsearch.arch import ModelSpec
 from hvsearch.cost import count_spec
 from hvsearch.models.catalog import register_arch, seed_names
-from hvsearch.models.report import load_arch
 from hvsearch.scaling.compound import TARGET_BASE, Member, ScalingRule, phi_tag, scale
 
 REGISTERED_PHIS = (-2, -1, 1, 2)
@@ -58,15 +57,6 @@ def write_members(members: Sequence[Member], out_dir: str | Path) -> list[Path]:
     """One architecture YAML per member, loadable by ``show``/``train``/``scale``."""
     out = Path(out_dir)
     return [m.spec.save(out / f"{m.spec.name}.yaml") for m in members]
-
-
-def resolve_seed(ref: str) -> ModelSpec:
-    """A catalog seed name, an architecture file, or ``STUDY:best`` / ``STUDY:<trial>``."""
-    if ":" in ref and not Path(ref).exists():
-        from hvsearch.search.study_ref import load_study_arch
-
-        return load_study_arch(ref)
-    return load_arch(ref)
 
 
 def _register_members() -> None:

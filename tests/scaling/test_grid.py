@@ -64,3 +64,10 @@ def test_grid_runs_end_to_end_and_ranks_constants(workdir):
     # the study's best architecture is a seed for scaling (and show/train)
     run_cli(["scale", "--seed", "tinyseed-grid:best", "--phi", "1", "--out", "fam"], folder, env)
     assert (folder / "fam").is_dir() and len(list((folder / "fam").glob("*.yaml"))) == 1
+    best = min(table.itertuples(), key=lambda r: r.rank)
+    shown = run_cli(["show", "tinyseed-grid:best", "--format", "yaml"], folder, env).stdout
+    assert yaml.safe_load(shown)["name"] == f"tinyseed-grid-t{best.trial}"
+    run_cli(["show", f"tinyseed-grid:{best.trial}"], folder, env)
+    trained = run_cli(["train", "tinyseed-grid:best", "--config", "proxy.yaml", "--epochs", "1",
+                       "--max-steps-per-epoch", "2", "--out", "tr"], folder, env).stdout
+    assert "best val top-1" in trained and (folder / "tr" / "checkpoint.pt").exists()
