@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -73,14 +74,27 @@ def ray_env(local: bool = True) -> None:
     # The progress lines below replace Tune's console output (verbose=0 silences the legacy one).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if not local:
+        # an earlier local run in this process must not hand its settings to a cluster join
+        for key in _SET_FOR_LOCAL:
+            os.environ.pop(key, None)
+        _SET_FOR_LOCAL.clear()
         return
+
+    def default(key: str, value: str) -> None:
+        if key not in os.environ:
+            os.environ[key] = value
+            _SET_FOR_LOCAL.add(key)
+
     # Ray's switch for "a single-machine instance": its node address becomes the loopback one,
     # and since Ray 2.5x every server binds to the node address instead of 0.0.0.0.
-    os.environ.setdefault(LOOPBACK_ENV, "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    default(LOOPBACK_ENV, "0")
+    default("RAY_AUTH_MODE", "token")
     if (os.environ["RAY_AUTH_MODE"] == "token" and not os.environ.get("RAY_AUTH_TOKEN")
             and not os.environ.get("RAY_AUTH_TOKEN_PATH")):
-        os.environ["RAY_AUTH_TOKEN_PATH"] = str(ray_token_file())
+        default("RAY_AUTH_TOKEN_PATH", str(ray_token_file()))
+
+
+_SET_FOR_LOCAL: set[str] = set()  # the variables ray_env set for a local instance (not the user)
 
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -105,11 +119,23 @@ def ray_token_file() -> Path:
     the machine, and every worker of the instance reads it from there)."""
     import secrets
 
-    path = _private_dir(Path(ray_temp_dir())) / "auth_token"
-    if not path.exists() or not path.read_text().strip():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    folder = _private_dir(Path(ray_temp_dir()))
+    path = folder / "auth_token"
+    if not path.exists():
+        # written whole under a private name, then linked into place: two runs starting at once
+        # agree on one token (the second link fails and that run reads the first's)
+        tmp = folder / f".auth_token.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    if not path.read_text().strip():
+        raise StudyError(f"{path}: Ray's token file is empty; delete it and run again")
     if path.stat().st_mode & 0o077:
         path.chmod(0o600)
     return path
@@ -162,26 +188,17 @@ def init_ray(address: str | None, num_cpus: int | None, owner: Path | None = Non
     env = {k: os.environ[k] for k in ("HVSEARCH_CACHE",) if k in os.environ}
     if env:
         kw["runtime_env"] = {"env_vars": env}
+    _refresh_ray_settings()
     if address:
         try:
             ray.init(address=address, **kw)
         except Exception as e:  # connection refused, version mismatch, ...
-            raise StudyError(f"cannot join the Ray cluster at {address}: {type(e).__name__}: {e}") from None
+            raise RayStartError(f"cannot join the Ray cluster at {address}: {type(e).__name__}: {e}") from None
         return True
     if owner is not None:
         end_orphans(owner)
     # "local": always a new instance of our own, never one found through RAY_ADDRESS or
     # /tmp/ray/ray_current_cluster (someone else's cluster on a shared machine).
-    from ray._private import ray_constants
-
-    # Both read by Ray when it is imported, which may have happened before ray_env(): the
-    # single-machine switch, and the authentication settings (RayConfig and the token cache;
-    # refreshed the way ray.init itself does when it turns token mode on).
-    ray_constants.ENABLE_RAY_CLUSTER = os.environ[LOOPBACK_ENV].lower() in ("1", "true")
-    from ray._raylet import AuthenticationTokenLoader, Config
-
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
     try:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=ray_temp_dir(),
                  object_store_memory=256 * 1024 * 1024, **kw)
@@ -197,6 +214,21 @@ def init_ray(address: str | None, num_cpus: int | None, owner: Path | None = Non
     if owner is not None:
         _record_processes(owner)
     return True
+
+
+def _refresh_ray_settings() -> None:
+    """Make Ray see the environment ray_env() just set. Both settings are read by Ray when it is
+    imported, which may have happened before: the single-machine switch, and authentication
+    (RayConfig and the token cache; refreshed the way ray.init itself does when it turns token
+    mode on)."""
+    from ray._private import ray_constants
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    on = os.environ.get(LOOPBACK_ENV)
+    ray_constants.ENABLE_RAY_CLUSTER = (not ray_constants.IS_WINDOWS_OR_OSX if on is None
+                                        else on.lower() in ("1", "true"))
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def stop_ray(started: bool, owner: Path | None = None) -> None:
@@ -216,15 +248,26 @@ def _record_processes(owner: Path) -> None:
     ``owner/ray-processes.json``: pid, start time and name, so that a later run can tell them
     from unrelated processes that reuse a pid."""
     import json
+    import socket
 
     import psutil
 
-    me = psutil.Process()
-    procs = [{"pid": p.pid, "started": p.create_time(), "name": p.name()}
-             for p in me.children(recursive=True) if _alive(p)]
-    owner.mkdir(parents=True, exist_ok=True)
-    record = {"driver": {"pid": me.pid, "started": me.create_time()}, "processes": procs}
-    (owner / RAY_PROCESSES).write_text(json.dumps(record, indent=1))
+    try:
+        me = psutil.Process()
+        procs = []
+        for p in me.children(recursive=True):
+            try:  # a child may end between the listing and this look (a data loader worker)
+                procs.append({"pid": p.pid, "started": p.create_time(), "name": p.name()})
+            except psutil.Error:
+                pass
+        record = {"host": socket.gethostname(), "driver": {"pid": me.pid, "started": me.create_time()},
+                  "processes": procs}
+        owner.mkdir(parents=True, exist_ok=True)
+        tmp = owner / f".{RAY_PROCESSES}.{me.pid}"
+        tmp.write_text(json.dumps(record, indent=1))
+        os.replace(tmp, owner / RAY_PROCESSES)  # whole or not at all
+    except (OSError, psutil.Error) as e:  # bookkeeping for a later cleanup: never worth a search
+        print(f"note: could not record this run's Ray processes in {owner}: {e}", file=sys.stderr, flush=True)
 
 
 def _alive(p) -> bool:
@@ -245,6 +288,8 @@ def end_orphans(owner: Path, wait_s: float = 5.0) -> list[int]:
     import psutil
 
     path = owner / RAY_PROCESSES
+    import socket
+
     try:
         record = json.loads(path.read_text())
         driver = record["driver"]
@@ -262,6 +307,8 @@ def end_orphans(owner: Path, wait_s: float = 5.0) -> list[int]:
         except (psutil.Error, KeyError, TypeError, ValueError):
             return None
 
+    if record.get("host", socket.gethostname()) != socket.gethostname():
+        return []  # a driver on another machine sharing the folder: its pids mean nothing here
     if same(driver) is not None:
         return []  # its driver is alive (another run of this study): not ours to end
     left = [p for p in (same(e) for e in procs) if p is not None]
@@ -356,7 +403,7 @@ def run_search(space: Space, *, study: str | None = None, storage: str | None = 
             if leftover:
                 say(f"stopped with {len(leftover)} trial(s) running: {leftover}, marked interrupted and "
                     f"re-queued; continue with `hvsearch run {space.source} --study {name}`")
-    except RayStartError:
+    except (RayStartError, KeyboardInterrupt):
         if opened.created and not opened.study.get_trials(deepcopy=False):
             optuna.delete_study(study_name=name, storage=opened.storage)  # leave no empty study
         raise
@@ -451,8 +498,22 @@ def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, ad
                 name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(study_dir / "tune"),
                 verbose=0, callbacks=[progress], failure_config=tune.FailureConfig(max_failures=0)),
         )
-        _TUNE_ADVICE.interrupted = False
-        tuner.fit()
+        # Tune installs its own SIGINT/SIGUSR1 handlers and restores them only when a signal
+        # arrives: put ours back, so that Ctrl-C between two searches of one command
+        # (calibrate, the benchmarks) is an ordinary KeyboardInterrupt
+        saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, getattr(signal, "SIGUSR1", None))
+                 if sig is not None}
+        try:
+            tuner.fit()
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                for sig, handler in saved.items():
+                    if handler is not None:
+                        signal.signal(sig, handler)
+        if not searcher.finished:
+            # Tune ends a search without the searcher's FINISHED only when it is stopped from
+            # outside (SIGINT, SIGUSR1); its log line says so too (_TUNE_ADVICE)
+            _TUNE_ADVICE.interrupted = True
         held = searcher.release_queue("kept by the pre-screen, but the search stopped before it started")
         if held:
             say(f"{len(held)} pre-screened candidate(s) never started: {held}, re-queued for a continued run")

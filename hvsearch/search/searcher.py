@@ -67,6 +67,7 @@ class StudySearcher(OptunaSearch):
         self.asha_stopped: set[str] = set()  # filled by the scheduler (see runner.TellingASHA)
         self.tune_trials: dict[str, Any] = {}  # Tune trial objects (see runner.Progress)
         self.exhausted: str | None = None
+        self.finished = False  # suggest() said FINISHED: Tune stops when this has been said
         self._numbers: dict[str, int] = {}
         self._tids: dict[str, int] = {}
         self._reported: dict[str, set[int]] = {}
@@ -105,6 +106,12 @@ class StudySearcher(OptunaSearch):
         return {"arch": self.space.arch.suggest(trial)}
 
     def suggest(self, trial_id: str) -> dict | None:
+        config = self._suggest(trial_id)
+        if config == Searcher.FINISHED:
+            self.finished = True  # the search ended itself (budget, time, space); see runner._fit
+        return config
+
+    def _suggest(self, trial_id: str) -> dict | None:
         if self.slots_left <= 0:
             # The budget is handed out; while trials run, one may still die before its first
             # epoch (a worker Tune could not start) and give its slot back (_interrupt).

@@ -283,3 +283,28 @@ def test_ctrl_c_stops_the_command_and_keeps_the_study(workdir):
     trials = load(folder, "tiny").get_trials()
     assert trials and not [t.number for t in trials if t.state.name == "RUNNING"]
     assert any(t.user_attrs.get("status") == "interrupted" for t in trials)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_calibration_stops_it_before_the_next_training(workdir):
+    folder, env = workdir
+
+    def edit(d):
+        d["train"]["max_steps_per_epoch"] = 40
+
+    space = write_space(folder, edit)
+    proc = subprocess.Popen(hvsearch_cmd("calibrate", str(space), "-n", "4", "--reference-seeds", "1"), cwd=folder,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stdout:  # the proxy training has started
+        seen.append(line)
+        if " start: " in line:
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    out = "".join(seen) + out
+    assert proc.returncode == 130, out + err
+    assert "--- reference training" not in out  # it did not go on to the reference
+    assert err.strip().splitlines()[-1] == "hvsearch calibrate: interrupted"
+    assert "Traceback" not in out + err
