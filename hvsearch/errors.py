@@ -58,6 +58,26 @@ class RayStartError(StudyError):
     temporary folder it cannot use, ...)."""
 
 
+class CalibrationError(HVSearchError):
+    """The space cannot give the sample asked for, or the studies hold too little to correlate."""
+
+
+class ScalingError(HVSearchError):
+    """Scaling constants or a φ that cannot give a valid model."""
+
+
+class UncountedOpError(HVSearchError):
+    """fvcore met an op that may cost multiply-adds and that no handle counts."""
+
+
+class ScoreError(HVSearchError, ValueError):
+    """A zero-cost score cannot be computed: the message names what, the rule and the value."""
+
+    def __init__(self, what: str, rule: str, value: Any = None, *, show_value: bool = True):
+        self.what, self.rule, self.value = what, rule, value
+        super().__init__(f"{what} {rule}" + (f", got {value!r}" if show_value else ""))
+
+
 class MissingDependencyError(HVSearchError, ImportError):
     """An optional package is not installed; the message gives the install line."""
 

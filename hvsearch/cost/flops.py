@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hvsearch.errors import HVSearchError
+from hvsearch.errors import UncountedOpError
 
 # Ops that cost no multiply-adds under the convention above (fvcore reports them as unsupported).
 FREE_OPS = frozenset({
@@ -61,10 +61,6 @@ def _sdpa_flop(inputs: list[Any], outputs: list[Any]) -> int:
 
 
 EXTRA_HANDLES = {"aten::scaled_dot_product_attention": _sdpa_flop}
-
-
-class UncountedOpError(HVSearchError):
-    """fvcore met an op that may cost multiply-adds and that no handle counts."""
 
 
 @dataclass

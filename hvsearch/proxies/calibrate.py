@@ -53,7 +53,7 @@ from typing import IO, Any
 
 import pandas as pd
 
-from hvsearch.errors import HVSearchError, SpecError
+from hvsearch.errors import CalibrationError, SpecError
 
 ZERO_COST = ("synflow", "naswot", "grad_norm", "snip")
 DEFAULT_N = 20
@@ -75,10 +75,6 @@ SEEDS_DISAGREE = "seeds disagree"
 #: that setup's hash, which another calibration must match to reuse it.
 ATTR_SETUP = "calibration_setup"
 ATTR_FINGERPRINT = "calibration_fingerprint"
-
-
-class CalibrationError(HVSearchError):
-    """The space cannot give the sample asked for, or the studies hold too little to correlate."""
 
 
 @dataclass(frozen=True)

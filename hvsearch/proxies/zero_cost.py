@@ -93,7 +93,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from hvsearch.arch import ModelSpec
-from hvsearch.errors import HVSearchError, RegistryError
+from hvsearch.errors import RegistryError, ScoreError
 
 GATES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU)
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -102,14 +102,6 @@ NORMS = (*BATCH_NORMS, nn.LayerNorm, nn.GroupNorm)  # nn.LayerNorm includes timm
 # Streams of the seed (numpy SeedSequence keys), so that images, labels and weights are not drawn
 # from the same random numbers.
 _WEIGHTS_STREAM, _IMAGES_STREAM, _LABELS_STREAM, _DATA_STREAM = 0, 1, 2, 3
-
-
-class ScoreError(HVSearchError, ValueError):
-    """A zero-cost score cannot be computed: the message names what, the rule and the value."""
-
-    def __init__(self, what: str, rule: str, value: Any = None, *, show_value: bool = True):
-        self.what, self.rule, self.value = what, rule, value
-        super().__init__(f"{what} {rule}" + (f", got {value!r}" if show_value else ""))
 
 
 # ---- registry ----------------------------------------------------------------------------------

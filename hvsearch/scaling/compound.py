@@ -25,17 +25,13 @@ import math
 from dataclasses import dataclass, field
 
 from hvsearch.arch import PYRAMID_STRIDES, ModelSpec
-from hvsearch.errors import HVSearchError, SpecError
+from hvsearch.errors import ScalingError, SpecError
 
 DEPTH_MODES = ("ceil", "round")
 #: Largest member ``scale`` builds: far beyond any published model, small enough that a typo in
 #: phi (50 for 5) is an error instead of an attempt to allocate petabytes.
 MAX_DEPTH, MAX_WIDTH, MAX_RESOLUTION = 1000, 65_536, 8192
 TARGET_BASE = 2.5  # FLOPs per unit of φ that the constraint α·β^1.5·γ² ≈ 2.5 aims for
-
-
-class ScalingError(HVSearchError):
-    """Scaling constants or a φ that cannot give a valid model."""
 
 
 @dataclass(frozen=True)
