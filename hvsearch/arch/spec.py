@@ -138,10 +138,6 @@ class ModelSpec:
         return tuple(s.width for s in self.stages)
 
     @property
-    def total_stride(self) -> int:
-        return self.stem.stride * _prod(s.downsample.stride for s in self.stages)
-
-    @property
     def families(self) -> tuple[str, ...]:
         return tuple(s.mixer.family for s in self.stages)
 
@@ -322,9 +318,3 @@ def _float(value: Any, path: str) -> float:
         raise SpecError(path, f"must be a number{hint}", value)
     return float(value)
 
-
-def _prod(values) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out

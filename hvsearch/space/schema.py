@@ -91,10 +91,6 @@ class SearchSettings:
     reduction_factor: float = 2
     prescreen: Prescreen | None = None
 
-    @property
-    def multi_objective(self) -> bool:
-        return len(self.objectives) > 1
-
 
 @dataclass(frozen=True)
 class Resources:
