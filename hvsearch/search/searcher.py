@@ -40,9 +40,9 @@ from ray.tune.search.optuna import OptunaSearch
 from hvsearch.errors import SpecError
 from hvsearch.search import study as st
 from hvsearch.space import Space
+from hvsearch.train.proxy import METRIC_KEYS  # a trial's history holds what proxy training reports
 
 MAX_REJECTS_IN_A_ROW = 200
-HISTORY_KEYS = ("epoch", "train_loss", "val_top1", "val_top5", "images_per_s", "wall_time")
 
 
 class StudySearcher(OptunaSearch):
@@ -304,7 +304,7 @@ class StudySearcher(OptunaSearch):
                 continue
             if st.METRIC in res:
                 self._set_intermediate(trial_id, epoch, res[st.METRIC])
-            hist.append({k: res[k] for k in HISTORY_KEYS if k in res})
+            hist.append({k: res[k] for k in METRIC_KEYS if k in res})
             known.add(epoch)
             added = True
         if added:

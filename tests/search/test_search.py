@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 from hvsearch.arch import ModelSpec
 from hvsearch.space import human
+from hvsearch.train import METRIC_KEYS
 from tests.search.conftest import hvsearch_cmd, load, run_cli, write_space
 
 BUDGET = 6
@@ -77,6 +78,7 @@ def test_real_search_records_true_states(workdir):
             assert steps == list(range(1, EPOCHS + 1)), "the last epoch is in the curve too"
             assert t.values[0] == t.intermediate_values[EPOCHS]
             assert [h["epoch"] for h in attrs["history"]] == steps
+            assert all(tuple(h) == METRIC_KEYS for h in attrs["history"]), "every metric of every epoch"
             assert attrs["train_time_s"] > 0 and attrs["node_id"]
         elif status == "pruned":
             assert t.state == TrialState.PRUNED, "ASHA-stopped trials are PRUNED, not COMPLETE"
