@@ -13,10 +13,10 @@ from hvsearch.arch.components import (
     parse_component,
     register_component,
 )
-from hvsearch.arch.spec import NUM_STAGES, PYRAMID_STRIDES, ModelSpec, StageSpec, arch_id
+from hvsearch.arch.spec import NUM_STAGES, PYRAMID_STRIDES, TOTAL_STRIDE, ModelSpec, StageSpec, arch_id
 
 __all__ = [
-    "KINDS", "NORMS", "NUM_STAGES", "PYRAMID_STRIDES", "Component", "ModelSpec", "StageContext",
+    "KINDS", "NORMS", "NUM_STAGES", "PYRAMID_STRIDES", "TOTAL_STRIDE", "Component", "ModelSpec", "StageContext",
     "StageSpec", "arch_id", "component_types", "get_component", "parse_component",
     "register_component",
 ]

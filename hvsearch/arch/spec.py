@@ -33,6 +33,7 @@ from hvsearch.errors import SpecError
 
 NUM_STAGES = 4
 PYRAMID_STRIDES = (4, 8, 16, 32)
+TOTAL_STRIDE = PYRAMID_STRIDES[-1]  # input sizes are multiples of it (every stage map an integer size)
 DROP_PATH_MODES = ("global", "per_stage")
 
 

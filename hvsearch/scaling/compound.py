@@ -24,7 +24,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from hvsearch.arch import PYRAMID_STRIDES, ModelSpec
+from hvsearch.arch import TOTAL_STRIDE, ModelSpec
 from hvsearch.errors import ScalingError, SpecError
 
 DEPTH_MODES = ("ceil", "round")
@@ -83,7 +83,7 @@ def round_width(exact: float, divisor: int, min_ratio: float = 0.9) -> int:
     return new
 
 
-def snap_resolution(exact: float, stride: int = PYRAMID_STRIDES[-1]) -> int:
+def snap_resolution(exact: float, stride: int = TOTAL_STRIDE) -> int:
     return max(stride, int(round(exact / stride)) * stride)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hvsearch.arch.components import coerce
+from hvsearch.arch.spec import TOTAL_STRIDE
 from hvsearch.errors import SpecError
 
 #: The 28×28 grey-scale sets in IDX files (read by :mod:`hvsearch.train.idx`, which finds their
@@ -32,7 +33,7 @@ from hvsearch.errors import SpecError
 IDX_DATASETS = ("fashion_mnist", "mnist", "kmnist")
 DATASETS = ("synthetic", "cifar10", "cifar100", "imagefolder", *IDX_DATASETS)
 DEVICES = ("auto", "cpu", "cuda")
-RESOLUTION_MULTIPLE = 32  # the backbones' total stride
+RESOLUTION_MULTIPLE = TOTAL_STRIDE  # every stage map of every backbone an integer size
 
 
 @dataclass(frozen=True)
