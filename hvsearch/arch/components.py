@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
 from hvsearch.errors import RegistryError, SpecError
+from hvsearch.values import is_int, is_number
 
 KINDS = ("stem", "downsample", "mixer", "ffn", "head")
 NORMS = ("layernorm", "batchnorm", "groupnorm", "none")
@@ -69,7 +70,7 @@ class Component:
         # the canonical form, and with it the arch id, does not depend on how a value was typed.
         for name, tp in _float_fields(type(self)):
             value = getattr(self, name)
-            if isinstance(value, int) and not isinstance(value, bool):
+            if is_int(value):
                 object.__setattr__(self, name, float(value))
 
     def check(self, ctx: StageContext | None, path: str) -> None:
@@ -165,11 +166,11 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
             raise SpecError(path, "must be true or false", value)
         return value
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_int(value):
             raise SpecError(path, "must be an integer", value)
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not is_number(value):
             raise SpecError(path, "must be a number", value)
         return float(value)
     if tp is str:

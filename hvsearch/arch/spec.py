@@ -30,6 +30,7 @@ from hvsearch.arch.components import (
     require_positive,
 )
 from hvsearch.errors import SpecError
+from hvsearch.values import is_int, is_number
 
 NUM_STAGES = 4
 PYRAMID_STRIDES = (4, 8, 16, 32)
@@ -305,13 +306,13 @@ def arch_id(spec: ModelSpec) -> str:
 
 
 def _int(value: Any, path: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise SpecError(path, "must be an integer", value)
     return value
 
 
 def _float(value: Any, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         hint = ""
         if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE]\d+", value.strip()):
             # YAML 1.1 (PyYAML) reads 1e5 or 1.0e9 as text: the exponent needs its sign

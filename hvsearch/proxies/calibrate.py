@@ -54,6 +54,7 @@ from typing import IO, Any
 import pandas as pd
 
 from hvsearch.errors import CalibrationError, SpecError
+from hvsearch.values import is_int, is_number
 
 ZERO_COST = ("synflow", "naswot", "grad_norm", "snip")
 DEFAULT_N = 20
@@ -252,7 +253,7 @@ def run_calibration(space, *, n: int = DEFAULT_N, reference_epochs: int | None =
 
     out = out or sys.stdout
     reference_seeds = DEFAULT_REFERENCE_SEEDS if reference_seeds is None else reference_seeds
-    if isinstance(reference_seeds, bool) or not isinstance(reference_seeds, int) or reference_seeds < 1:
+    if not is_int(reference_seeds) or reference_seeds < 1:
         raise CalibrationError(f"--reference-seeds must be an integer >= 1 (reference trainings per "
                                f"architecture, each with its own training seed), got {reference_seeds}")
     from hvsearch.train.sources import check_data
@@ -266,7 +267,7 @@ def run_calibration(space, *, n: int = DEFAULT_N, reference_epochs: int | None =
     if reference_fraction is None and reused is not None:
         reference_fraction = reused.stamped["recipe"].get("fraction")
     ref_fraction = space.train.fraction if reference_fraction is None else reference_fraction
-    if isinstance(ref_fraction, bool) or not isinstance(ref_fraction, (int, float)) or not 0 < ref_fraction <= 1:
+    if not is_number(ref_fraction) or not 0 < ref_fraction <= 1:
         raise CalibrationError(f"--reference-fraction must be in (0, 1] (the share of the training split "
                                f"the reference trains on), got {ref_fraction}")
     ref_epochs = reference_epochs if reference_epochs is not None else DEFAULT_FACTOR * proxy_epochs

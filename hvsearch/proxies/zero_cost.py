@@ -94,6 +94,7 @@ from torch.overrides import TorchFunctionMode
 
 from hvsearch.arch import ModelSpec
 from hvsearch.errors import RegistryError, ScoreError
+from hvsearch.values import is_int
 
 GATES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU)
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -159,7 +160,7 @@ def score(arch: ModelSpec | nn.Module | str, name: str, batch=None, *, seed: int
         device: where to run; default the model's device, CPU for a spec.
     """
     entry = get_score(name)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ScoreError("seed", "must be an integer >= 0", seed)
     model, num_classes, in_chans = _own_model(arch, seed, num_classes, device)
     dev = next(model.parameters()).device
@@ -218,7 +219,7 @@ def _derive(seed: int, stream: int) -> int:
 
 
 def _check_int(value: Any, what: str, low: int, why: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if not is_int(value) or value < low:
         raise ScoreError(what, f"must be an integer >= {low}" + (f" {why}" if why else ""), value)
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 import yaml
 
 from hvsearch.search import study as st
+from hvsearch.values import is_int
 
 COLUMNS = ["trial", "state", "status", "val_top1", "val_top5", "train_loss", "params", "flops",
            "epochs", "train_time_s", "images_per_s", "arch_id", "node_id", "fail_reason"]
@@ -68,7 +69,7 @@ def trials_frame(study) -> pd.DataFrame:
         return pd.DataFrame(columns=COLUMNS)
     for col in df.columns:  # a column of integers stays integers, with gaps (pandas would make it float)
         present = [r[col] for r in rows if r.get(col) is not None]
-        if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        if present and all(is_int(v) for v in present):
             df[col] = df[col].astype("Int64")
     lead = [c for c in COLUMNS if c in df.columns] + sorted(c for c in df.columns if c.startswith("value_"))
     return df[lead + sorted((c for c in df.columns if c not in lead), key=_column_order(df.columns))]

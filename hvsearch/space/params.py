@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Protocol
 
 from hvsearch.errors import SpaceError
+from hvsearch.values import is_int, is_number
 
 KINDS = ("choice", "int", "float")
 OPTIONS = ("step", "log", "shared")
@@ -110,16 +111,9 @@ Param = Fixed | Choice | IntRange | FloatRange
 
 # ---- parsing ------------------------------------------------------------------------------------
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
 
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-_SCALAR_CHECK = {int: _is_int, float: _is_number, bool: lambda v: isinstance(v, bool),
+_SCALAR_CHECK = {int: is_int, float: is_number, bool: lambda v: isinstance(v, bool),
                  str: lambda v: isinstance(v, str)}
 
 
@@ -163,9 +157,9 @@ def parse_param(data: Any, tp: Any, path: str, allow_shared: bool = False) -> Pa
         if tp is not int:
             raise SpaceError(path, f"is {_TYPE_WORDS.get(tp, tp)} knob; `int:` ranges are for "
                              "integer knobs (use `float:` or `choice:`)", dict(data))
-        low, high = _bounds(data["int"], _is_int, "integers", f"{path}.int")
+        low, high = _bounds(data["int"], is_int, "integers", f"{path}.int")
         step = data.get("step", 1)
-        if not _is_int(step) or step < 1:
+        if not is_int(step) or step < 1:
             raise SpaceError(f"{path}.step", "must be a positive integer", step)
         log = _log(data, path)
         if log and low < 1:
@@ -180,9 +174,9 @@ def parse_param(data: Any, tp: Any, path: str, allow_shared: bool = False) -> Pa
     if tp is not float:
         raise SpaceError(path, f"is {_TYPE_WORDS.get(tp, tp)} knob; `float:` ranges are for "
                          "real-valued knobs (use `int:` or `choice:`)", dict(data))
-    low, high = _bounds(data["float"], _is_number, "numbers", f"{path}.float")
+    low, high = _bounds(data["float"], is_number, "numbers", f"{path}.float")
     step = data.get("step")
-    if step is not None and (not _is_number(step) or step <= 0):
+    if step is not None and (not is_number(step) or step <= 0):
         raise SpaceError(f"{path}.step", "must be a positive number", step)
     log = _log(data, path)
     if log and low <= 0:

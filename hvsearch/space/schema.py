@@ -43,6 +43,7 @@ from typing import Any, Mapping
 
 from hvsearch.errors import HVSearchError, SpaceError
 from hvsearch.space.arch import ArchSpace, parse_arch
+from hvsearch.values import is_int, is_number
 
 #: Sanity bounds (far above any real search; a slip is an error at once, not a hang or overflow)
 MAX_TRIALS = 1_000_000
@@ -326,7 +327,7 @@ def _check_search(s: SearchSettings) -> SearchSettings:
     if not isinstance(s.sampler_options, Mapping):
         raise SpaceError("search.sampler_options", "must be a mapping of sampler arguments", s.sampler_options)
     _check_sampler_options(s.sampler, s.sampler_options)
-    if s.seed is not None and (not _is_int(s.seed) or not 0 <= s.seed < 2**31):
+    if s.seed is not None and (not is_int(s.seed) or not 0 <= s.seed < 2**31):
         raise SpaceError("search.seed", "must be an integer in [0, 2^31) or null", s.seed)
     obj = s.objectives
     if not obj or obj[0] != "accuracy":
@@ -337,13 +338,13 @@ def _check_search(s: SearchSettings) -> SearchSettings:
     if len(obj) > 2 or len(set(obj)) != len(obj):
         raise SpaceError("search.objectives", "must be [accuracy], [accuracy, flops] or [accuracy, params]",
                          list(obj))
-    if not _is_int(s.trials) or not 1 <= s.trials <= MAX_TRIALS:
+    if not is_int(s.trials) or not 1 <= s.trials <= MAX_TRIALS:
         raise SpaceError("search.trials", f"must be an integer in [1, {MAX_TRIALS}]", s.trials)
-    if s.time_budget is not None and not (_is_num(s.time_budget) and 0 < s.time_budget <= MAX_SECONDS):
+    if s.time_budget is not None and not (is_number(s.time_budget) and 0 < s.time_budget <= MAX_SECONDS):
         raise SpaceError("search.time_budget", "must be a positive duration of at most a year", s.time_budget)
-    if not _is_int(s.grace_period) or s.grace_period < 1:
+    if not is_int(s.grace_period) or s.grace_period < 1:
         raise SpaceError("search.asha.grace_period", "must be a positive integer (epochs)", s.grace_period)
-    if not _is_num(s.reduction_factor) or not 1 < s.reduction_factor <= 100:
+    if not is_number(s.reduction_factor) or not 1 < s.reduction_factor <= 100:
         raise SpaceError("search.asha.reduction_factor", "must be a number in (1, 100]", s.reduction_factor)
     if s.prescreen is not None:
         _check_prescreen(s.prescreen, s.sampler)
@@ -353,11 +354,11 @@ def _check_search(s: SearchSettings) -> SearchSettings:
 def _check_prescreen(p: Prescreen, sampler: str) -> None:
     if p.score not in PRESCREEN_SCORES:
         raise SpaceError("search.prescreen.score", f"must be one of {', '.join(PRESCREEN_SCORES)}", p.score)
-    if not _is_num(p.keep) or not 0 < p.keep < 1:
+    if not is_number(p.keep) or not 0 < p.keep < 1:
         raise SpaceError("search.prescreen.keep", "must be a fraction in (0, 1) (of each pool to train)", p.keep)
-    if not _is_int(p.pool) or p.pool < 2:
+    if not is_int(p.pool) or p.pool < 2:
         raise SpaceError("search.prescreen.pool", "must be an integer >= 2 (draws ranked together)", p.pool)
-    if not _is_int(p.batch_size) or p.batch_size < 2:
+    if not is_int(p.batch_size) or p.batch_size < 2:
         raise SpaceError("search.prescreen.batch_size", "must be an integer >= 2 (NASWOT compares images; "
                          "train-mode BatchNorm needs two)", p.batch_size)
     if p.kept >= p.pool:
@@ -380,15 +381,15 @@ def _parse_resources(data: Any) -> Resources:
 
 
 def _check_resources(r: Resources) -> Resources:
-    if not _is_num(r.cpus_per_trial) or not 0 < r.cpus_per_trial <= MAX_CPUS:
+    if not is_number(r.cpus_per_trial) or not 0 < r.cpus_per_trial <= MAX_CPUS:
         raise SpaceError("resources.cpus_per_trial", f"must be a number in (0, {MAX_CPUS}]", r.cpus_per_trial)
-    if not _is_num(r.gpus_per_trial) or not 0 <= r.gpus_per_trial <= MAX_GPUS:
+    if not is_number(r.gpus_per_trial) or not 0 <= r.gpus_per_trial <= MAX_GPUS:
         raise SpaceError("resources.gpus_per_trial", f"must be a number in [0, {MAX_GPUS}] (fractions share a GPU)",
                          r.gpus_per_trial)
     if r.gpus_per_trial > 1 and r.gpus_per_trial != int(r.gpus_per_trial):
         raise SpaceError("resources.gpus_per_trial", "must be a fraction <= 1 or a whole number",
                          r.gpus_per_trial)
-    if r.max_concurrent is not None and (not _is_int(r.max_concurrent) or not 1 <= r.max_concurrent <= MAX_TRIALS):
+    if r.max_concurrent is not None and (not is_int(r.max_concurrent) or not 1 <= r.max_concurrent <= MAX_TRIALS):
         raise SpaceError("resources.max_concurrent", f"must be an integer in [1, {MAX_TRIALS}] or null",
                          r.max_concurrent)
     return r
@@ -406,7 +407,7 @@ def _parse_constraints(data: Any, arch: ArchSpace) -> Constraints:
             kw[key] = value
     if d.get("resolution") is not None:
         res = d["resolution"]
-        if not _is_int(res) or res < TOTAL_STRIDE or res % TOTAL_STRIDE:
+        if not is_int(res) or res < TOTAL_STRIDE or res % TOTAL_STRIDE:
             raise SpaceError("constraints.resolution", f"must be a positive multiple of the total stride "
                              f"{TOTAL_STRIDE}", res)
         kw["resolution"] = res
@@ -421,7 +422,7 @@ _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 def parse_count(value: Any, path: str) -> int:
     """``3000000``, ``3.0e6``, ``"3e6"``, ``"3M"``, ``"1.5G"`` → an integer count."""
     number = None
-    if _is_num(value):
+    if is_number(value):
         number = value
     elif isinstance(value, str):
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMGT]?)\s*", value)
@@ -441,7 +442,7 @@ def parse_duration(value: Any, path: str) -> float | None:
     """``300``, ``"90s"``, ``"10m"``, ``"1.5h"`` → seconds; None stays None."""
     if value is None:
         return None
-    if _is_num(value) and value > 0:
+    if is_number(value) and value > 0:
         return float(value)
     if isinstance(value, str):
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", value)
@@ -455,11 +456,3 @@ def human(n: float) -> str:
         if abs(n) >= div:
             return f"{n / div:.3g}{suffix}"
     return f"{n:g}"
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)

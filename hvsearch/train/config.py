@@ -27,6 +27,7 @@ from typing import Any, Mapping
 from hvsearch.arch.components import coerce
 from hvsearch.arch.spec import TOTAL_STRIDE
 from hvsearch.errors import SpecError
+from hvsearch.values import is_number
 
 #: The 28×28 grey-scale sets in IDX files (read by :mod:`hvsearch.train.idx`, which finds their
 #: files without a root).
@@ -95,7 +96,7 @@ class TrainConfig:
     def validate(self, path: str = "train") -> None:
         for key, high in LIMITS.items():
             value = getattr(self, key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > high:
+            if is_number(value) and value > high:
                 raise SpecError(f"{path}.{key}", f"must be <= {high:g} (hvsearch's sanity bound)", value)
         _positive(self.epochs, f"{path}.epochs")
         if self.max_steps_per_epoch is not None:
