@@ -109,6 +109,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if report.problems else 0
 
 
+def _ray_args(p, space: bool = True) -> None:
+    """Where and how trials run; one definition for run, calibrate and scale --grid. With a space
+    (``space``), an unset flag keeps the space's ``resources:``; without one (the grid), a trial
+    takes one CPU and no GPU."""
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: as resources allow)")
+    p.add_argument("--cpus-per-trial", type=float, default=None if space else 1,
+                   help="CPUs each trial reserves, and its torch threads (default: "
+                   + ("resources.cpus_per_trial)" if space else "1)"))
+    p.add_argument("--gpus-per-trial", type=float, default=None if space else 0,
+                   help="fractions share a GPU: 0.25 = four trials per GPU (default: "
+                   + ("resources.gpus_per_trial)" if space else "0)"))
+    p.add_argument("--address", help="join this Ray cluster (e.g. 10.0.0.1:6379, or `auto`) "
+                   "instead of starting a local one")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+
+
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("space", help="a search-space YAML file (see spaces/)")
     p.add_argument("--study", help="study name (default: the space's `name`); re-running a study continues it")
@@ -123,12 +139,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-budget", help="no new trial starts after this long (s, or 90s / 10m / 2h)")
     p.add_argument("--sampler", choices=("tpe", "random", "nsga2"))
     p.add_argument("--seed", type=int, help="sampler seed")
-    p.add_argument("--max-concurrent", type=int, help="trials at once (default: as resources allow)")
-    p.add_argument("--cpus-per-trial", type=float)
-    p.add_argument("--gpus-per-trial", type=float, help="fractions share a GPU: 0.25 = four trials per GPU")
-    p.add_argument("--address", help="join this Ray cluster (e.g. 10.0.0.1:6379, or `auto`) "
-                   "instead of starting a local one")
-    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    _ray_args(p)
     p.add_argument("--smoke", action="store_true", help="smoke-size run: 2 trials of 1 epoch, "
                    "study STUDY-smoke")
 
@@ -243,10 +254,7 @@ def _scale_args(p: argparse.ArgumentParser) -> None:
                    help="proxy input size before gamma scales it (default train.resolution)")
     g.add_argument("--study", default=None, help="study name (default <seed>-grid); re-running continues it")
     g.add_argument("--storage", default=None, help="Optuna RDB URL (default sqlite:///studies/<study>.db)")
-    g.add_argument("--address", default=None, help="join a running Ray cluster")
-    g.add_argument("--max-concurrent", type=int, default=None)
-    g.add_argument("--cpus-per-trial", type=float, default=1)
-    g.add_argument("--gpus-per-trial", type=float, default=0)
+    _ray_args(g, space=False)
 
 
 @command("scale", help="compound-scale a seed into a model family (depth a^phi, width b^phi, resolution g^phi)")
@@ -339,7 +347,7 @@ def _scale_grid(seed, args: argparse.Namespace) -> int:
     table = run_grid(seed, step=args.grid_step, tol=args.grid_tol, train=train, data=data, study=args.study,
                      storage=args.storage, address=args.address, proxy_resolution=args.proxy_resolution,
                      cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-                     max_concurrent=args.max_concurrent)
+                     max_concurrent=args.max_concurrent, num_cpus=args.num_cpus)
     if args.format == "table":
         print(f"\nscaling constants for {seed.name or args.seed}, ranked by proxy val top-1 (phi=1 members):")
     _emit(table, args.format)
@@ -374,11 +382,7 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
                    "--reference-study, the reused reference is looked up there too")
     p.add_argument("--studies-dir", default="studies")
     p.add_argument("--results-dir", default="results", help="results/NAME/ is written here")
-    p.add_argument("--max-concurrent", type=int, help="trials at once (default: as resources allow)")
-    p.add_argument("--cpus-per-trial", type=float)
-    p.add_argument("--gpus-per-trial", type=float, help="fractions share a GPU: 0.25 = four trials per GPU")
-    p.add_argument("--address", help="join this Ray cluster instead of starting a local one")
-    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    _ray_args(p)
 
 
 @command("calibrate", help="rank agreement of cheap proxies (zero-cost scores, short training) with a "

@@ -126,3 +126,11 @@ def test_bad_spec_file_names_path_rule_value(tmp_path):
     r = run_cli("show", str(bad))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "stages.2.mixer.heads must divide the stage width 184, got 5" in r.stderr
+
+
+def test_run_calibrate_and_the_grid_share_one_set_of_ray_flags():
+    flags = ("--max-concurrent", "--cpus-per-trial", "--gpus-per-trial", "--address", "--num-cpus")
+    for args in (["run", "--help"], ["calibrate", "--help"], ["scale", "--help"]):
+        r = run_cli(*args)
+        assert r.returncode == 0
+        assert all(f in r.stdout for f in flags), (args, [f for f in flags if f not in r.stdout])
