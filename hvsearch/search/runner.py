@@ -628,7 +628,7 @@ class Progress(Callback):
 
     def on_step_begin(self, iteration, trials, **info):
         # every trial known as soon as Tune has it: one whose worker dies before it starts
-        # (killed for memory, say) still has its error files read (searcher._error_reason)
+        # (killed for memory, say) still has its error files read (failures.error_reason)
         for t in trials:
             self.searcher.tune_trials.setdefault(t.trial_id, t)
 

@@ -26,7 +26,6 @@ searcher) are not used: ``hvsearch run`` resumes from the study, never with ``Tu
 from __future__ import annotations
 
 import math
-import re
 import shutil
 import time
 import warnings
@@ -39,6 +38,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from hvsearch.errors import SpecError
 from hvsearch.search import study as st
+from hvsearch.search.failures import NOT_STARTED, error_reason
 from hvsearch.space import Space
 from hvsearch.train.proxy import METRIC_KEYS  # a trial's history holds what proxy training reports
 
@@ -334,7 +334,7 @@ class StudySearcher(OptunaSearch):
             ot_trial.set_user_attr(st.ATTR_RAY_TRIAL, trial_id)
         epoch = int(result.get("epoch", 0)) if result else 0
         if error:
-            reason = _error_reason(trial)
+            reason = error_reason(trial)
             if not result and NOT_STARTED in reason:
                 # Tune's re-used worker was still finishing the trial before (its reset timed
                 # out): this one never ran, so it is re-queued and retried in this run
@@ -414,73 +414,3 @@ def _best_so_far(study) -> tuple[float, int] | None:
         return None
     top = max(done, key=lambda t: t.values[0])
     return (top.values[0], top.number)
-
-
-# what Tune's error says when a re-used worker could not be reset for the next trial
-NOT_STARTED = "Trainable runner reuse requires reset_config()"
-
-
-def _error_reason(trial) -> str:
-    """The exception a Tune trial died of, as ``Type: message`` (the cause, not Ray's wrapper),
-    or why its worker process died (:func:`death_reason`).
-
-    Read from the trial's local error files: Tune writes them on the driver before telling the
-    searcher, and syncs them to the run's storage only later."""
-    if trial is None:
-        return "the trial raised (no error details reached the driver)"
-    err = None
-    try:
-        import ray.cloudpickle as cloudpickle
-
-        with open(trial.pickled_error_file, "rb") as f:
-            err = cloudpickle.load(f)
-    except Exception:
-        pass
-    if err is not None:
-        death = death_reason(str(err))
-        if death:
-            return death
-        from ray.exceptions import RayActorError
-
-        if isinstance(err, RayActorError):
-            return ("the trial's worker process died: "
-                    + (str(err).strip().splitlines() or [""])[0][:300])
-        cause = getattr(err, "cause", None) or err
-        lines = str(cause).strip().splitlines()
-        return f"{type(cause).__name__}: {lines[-1] if lines else ''}"[:1000]
-    try:
-        with open(trial.error_file) as f:
-            text = f.read()
-    except Exception:
-        return "the trial raised"
-    death = death_reason(text)
-    if death:
-        return death
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1][:1000] if lines else "the trial raised"
-
-
-_MEMORY = re.compile(r"Memory on the node .*? was ([\d.]+\s*[KMGT]?B) used / ([\d.]+\s*[KMGT]?B) limit")
-_THRESHOLD = re.compile(r"threshold of \d+B \(([\d.]+%)")
-_EXIT_DETAIL = re.compile(r"Worker exit detail: (.*)")
-
-
-def death_reason(text: str) -> str | None:
-    """Why a trial's worker process died, from Ray's error text, or None if it did not die (an
-    exception in the trial). Ray's memory monitor names the node's memory and its threshold;
-    a process killed from outside (the kernel's OOM killer, ``kill -9``) or crashed leaves
-    Ray's "worker exit detail"."""
-    if "running low on memory" in text:
-        mem, thr = _MEMORY.search(text), _THRESHOLD.search(text)
-        used = f": the node used {mem.group(1)} of {mem.group(2)}" if mem else ""
-        limit = f", above the kill threshold of {thr.group(1)}" if thr else ""
-        return (f"killed by Ray's memory monitor{used}{limit}; lower resources.max_concurrent or "
-                "train.batch_size, or raise RAY_memory_usage_threshold (default 0.95)")
-    detail = _EXIT_DETAIL.search(text)
-    if detail:
-        first = detail.group(1).strip().split(". ")[0].rstrip(".")
-        if "SIGKILL" in first or "connection error" in first or "unexpectedly" in first:
-            return ("the trial's worker process was killed (SIGKILL: the kernel's OOM killer, or another "
-                    f"process) or crashed; Ray: {first[:240]}")
-        return f"the trial's worker process died; Ray: {first[:300]}"
-    return None
