@@ -12,13 +12,15 @@ stopped the trial before its last epoch. It also
   architecture already trained, is recorded FAIL with the reason and never reaches a worker;
 * with ``search.prescreen``, draws a pool of admitted candidates per trial slot, scores each
   with a zero-cost score in the driver, queues the best ``ceil(keep · pool)`` for the next slots
-  and tells the study PRUNED (status ``skipped``, score, rank and reason) for the rest;
+  and tells the study PRUNED (status ``skipped``, score, rank and reason) for the rest
+  (:mod:`hvsearch.search.prescreen`);
 * stores the learning curve with the storage's own setter, so multi-objective studies (where
   ``Trial.report`` is not allowed) get curves too, with step = epoch (Tune's
   ``training_iteration`` restarts at 1 when a re-queued trial resumes from its checkpoint, whose
   earlier epochs arrive with its first result);
-* records the failure reason of a trial that raised, and marks trials stopped for any other
-  reason (Ctrl-C, a dying cluster) interrupted and re-queues them.
+* records the failure reason of a trial that raised or whose worker died
+  (:mod:`hvsearch.search.failures`), and marks trials stopped for any other reason (Ctrl-C, a
+  dying cluster, a worker Tune could not start) interrupted and re-queues them.
 
 The Optuna storage is the truth; ``save``/``restore`` (Tune's experiment checkpoint of the
 searcher) are not used: ``hvsearch run`` resumes from the study, never with ``Tuner.restore``.
@@ -39,13 +41,14 @@ from ray.tune.search.optuna import OptunaSearch
 from hvsearch.errors import SpecError
 from hvsearch.search import study as st
 from hvsearch.search.failures import NOT_STARTED, error_reason
+from hvsearch.search.prescreen import PrescreenMixin
 from hvsearch.space import Space
 from hvsearch.train.proxy import METRIC_KEYS  # a trial's history holds what proxy training reports
 
 MAX_REJECTS_IN_A_ROW = 200
 
 
-class StudySearcher(OptunaSearch):
+class StudySearcher(PrescreenMixin, OptunaSearch):
     def __init__(self, space: Space, opened: st.Opened, sampler, cost_fn: Callable, epochs: int,
                  checkpoint_root: Path | None = None, deadline: float | None = None,
                  slots: int | None = None, say: Callable[[str], None] | None = None):
@@ -146,90 +149,6 @@ class StudySearcher(OptunaSearch):
         self.exhausted = (f"the last {MAX_REJECTS_IN_A_ROW} draws were all invalid or already trained; "
                           "the space (or its constraints) leaves nothing new to train")
         return None
-
-    # ---- pre-screen ---------------------------------------------------------------------------
-    def _fill_queue(self, trial_id: str) -> None:
-        """Draw a pool of admitted candidates, score each with the zero-cost score, queue the best
-        ``ceil(keep · pool)`` (best first; no more than the trial slots left) and record the rest
-        PRUNED with status ``skipped``, their score and rank."""
-        from optuna.trial import TrialState
-
-        pre = self.prescreen
-        pool: list[tuple[str, dict]] = []
-        for i in range(pre.pool):
-            key = f"{trial_id}~pool{i}"
-            config = self._draw(key)
-            if config is None:
-                break
-            pool.append((key, config))
-        if not pool:
-            return
-        scored = []
-        for key, config in pool:
-            value, error = self._prescreen_score(config)
-            scored.append((value, key, config, error))
-        # best first; ties keep the draw order (stable sort)
-        order = sorted(range(len(scored)), key=lambda i: -scored[i][0])
-        # ceil(keep · pool) of a full pool (Prescreen.kept), of a short one at the space's end,
-        # and never more than the trial slots left
-        kept = min(max(1, math.ceil(pre.keep * len(pool) - 1e-9)), max(self.slots_left, 1))
-        numbers = [self._ot_trials[key].number for _, key, _, _ in scored]
-        for rank, i in enumerate(order, start=1):
-            value, key, config, error = scored[i]
-            ot_trial = self._ot_trials[key]
-            ot_trial.set_user_attr(st.ATTR_PRESCREEN, {
-                "score": pre.score, "value": value if math.isfinite(value) else str(value),
-                "rank": rank, "pool": numbers, "kept": kept})
-            if rank <= kept:
-                self._queue.append((key, config))
-                continue
-            why = (f"pre-screen: {pre.score} {_fmt(value)} ranks {rank} of {len(pool)} in its pool "
-                   f"(trials {', '.join(map(str, numbers))}); the best {kept} train")
-            if error:
-                why += f" (scoring failed: {error})"
-            ot_trial.set_user_attr(st.ATTR_STATUS, "skipped")
-            ot_trial.set_user_attr(st.ATTR_REASON, why)
-            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
-            del self._ot_trials[key]
-            self._seen.pop(config["arch_id"], None)  # not trained: a later pool may draw it again
-            self.counts["skipped"] += 1
-        if self.say is not None:
-            ranked = [f"trial {numbers[i]} {_fmt(scored[i][0])}" for i in order]
-            self.say(f"pre-screen ({pre.score}): {', '.join(ranked[:kept])} kept; "
-                     f"{', '.join(ranked[kept:]) or 'none'} skipped")
-
-    def _take(self, trial_id: str) -> dict:
-        key, config = self._queue.pop(0)
-        self._ot_trials[trial_id] = self._ot_trials.pop(key)
-        return config
-
-    def _prescreen_score(self, config: dict) -> tuple[float, str | None]:
-        """The pre-screen score of one admitted candidate, and the error if scoring failed (then
-        -inf: ranked last)."""
-        from hvsearch.arch import ModelSpec
-        from hvsearch.proxies import data_batch, score
-
-        pre = self.prescreen
-        spec = ModelSpec.from_dict(config["arch"])
-        if self._batch is None or self._batch[0] != spec.resolution:
-            self._batch = (spec.resolution, data_batch(self.space.data, spec.resolution, pre.batch_size))
-        x, y, num_classes = self._batch[1]
-        try:
-            return score(spec, pre.score, (x, y), num_classes=num_classes, resolution=spec.resolution), None
-        except Exception as e:  # an overflow, a model the score cannot handle: ranked last, recorded
-            return -math.inf, f"{type(e).__name__}: {e}"
-
-    def release_queue(self, reason: str) -> list[int]:
-        """Candidates the pre-screen kept that never started (the search stopped first): marked
-        interrupted and re-queued, so that a continued run trains them."""
-        out = []
-        while self._queue:
-            key, _ = self._queue.pop(0)
-            ot_trial = self._ot_trials.pop(key)
-            st.mark_interrupted(self._ot_study, self.opened.storage, ot_trial.number, reason)
-            self._seen.pop(ot_trial.user_attrs.get(st.ATTR_ARCH_ID), None)
-            out.append(ot_trial.number)
-        return out
 
     def _admit(self, ot_trial, arch: dict) -> dict | None:
         """Validate, de-duplicate and cost one draw; None (after recording why) if rejected."""
@@ -400,10 +319,6 @@ class StudySearcher(OptunaSearch):
 
     def restore(self, checkpoint_path: str) -> None:
         """Not used: see :meth:`save`."""
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.4g}" if math.isfinite(value) else str(value)
 
 
 def _best_so_far(study) -> tuple[float, int] | None:
