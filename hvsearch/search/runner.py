@@ -199,18 +199,26 @@ def init_ray(address: str | None, num_cpus: int | None, owner: Path | None = Non
         end_orphans(owner)
     # "local": always a new instance of our own, never one found through RAY_ADDRESS or
     # /tmp/ray/ray_current_cluster (someone else's cluster on a shared machine).
-    try:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=ray_temp_dir(),
-                 object_store_memory=256 * 1024 * 1024, **kw)
-    except Exception as e:  # processes not up within Ray's start-up limit, an unusable folder, ...
-        if ray.is_initialized():
-            ray.shutdown()
-        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-        raise RayStartError(
-            f"could not start a local Ray instance ({type(e).__name__}: {lines[0][:300] if lines else ''}); "
-            "on a busy machine run again when the load is lower or raise Ray's start-up limit "
-            "(RAY_raylet_start_wait_time_s=120); its logs are under "
-            f"{ray_temp_dir()}/session_latest/logs") from None
+    for attempt in (1, 2):
+        try:
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=ray_temp_dir(),
+                     object_store_memory=256 * 1024 * 1024, **kw)
+            break
+        except Exception as e:  # processes not up within Ray's 30 s start-up limit, an unusable folder, ...
+            if ray.is_initialized():
+                ray.shutdown()
+            lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+            first = lines[0][:300] if lines else ""
+            if attempt == 1 and "timed out during startup" in first:
+                # Ray gives its processes a fixed 30 s to register; on a loaded machine a second
+                # try usually makes it
+                print(f"note: Ray did not start within its 30 s limit ({first}); trying once more",
+                      file=sys.stderr, flush=True)
+                continue
+            raise RayStartError(
+                f"could not start a local Ray instance ({type(e).__name__}: {first}); on a busy machine "
+                "run again when the load is lower (Ray's processes must register within 30 s); its logs "
+                f"are under {ray_temp_dir()}/session_latest/logs") from None
     if owner is not None:
         _record_processes(owner)
     return True
