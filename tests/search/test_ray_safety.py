@@ -5,7 +5,6 @@ empty study."""
 from __future__ import annotations
 
 import ipaddress
-import os
 import signal
 import subprocess
 import tempfile
@@ -45,6 +44,25 @@ def _listeners(procs) -> dict[tuple[str, int], str]:
         except psutil.Error:
             pass  # the process ended between the listing and this look
     return found
+
+
+def _slow_trials(d):
+    d["train"]["max_steps_per_epoch"] = 40  # long enough trials to act on one mid-run
+
+
+def _start_until(folder, env, args, marker, merge_stderr=True):
+    """Start ``hvsearch ARGS`` on a tiny space with slow trials and read its output up to the first
+    line holding ``marker``; the process and the lines read."""
+    space = write_space(folder, _slow_trials)
+    proc = subprocess.Popen(hvsearch_cmd(args[0], str(space), *args[1:]), cwd=folder, env=env,
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            break
+    return proc, seen
 
 
 @pytest.fixture
@@ -101,19 +119,9 @@ def test_kill_9_of_the_driver_then_a_rerun_leaves_no_process_of_the_killed_run(w
     folder, env = workdir
     env = {**env, "HVSEARCH_RAY_TMP": str(ray_tmp)}
 
-    def edit(d):  # long enough trials that the driver is killed mid-run
-        d["train"]["max_steps_per_epoch"] = 40
-        d["search"]["trials"] = 4
-
-    space = write_space(folder, edit)
-    proc = subprocess.Popen(hvsearch_cmd("run", str(space)), cwd=folder, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc, seen = _start_until(folder, env, ["run"], " start: ")  # tiny.yaml's 4 trials
+    space = folder / "tiny.yaml"
     record = folder / "studies" / "tiny" / "ray-processes.json"
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if " start: " in line:
-            break
     assert record.exists(), "".join(seen)
     time.sleep(1.0)
     run_procs = _tree(proc.pid)[1:]
@@ -199,18 +207,8 @@ def test_a_trial_whose_worker_is_killed_is_failed_with_that_reason_and_the_searc
     import psutil
 
     folder, env = workdir
-
-    def edit(d):
-        d["train"]["max_steps_per_epoch"] = 40
-
-    space = write_space(folder, edit)
-    proc = subprocess.Popen(hvsearch_cmd("run", str(space)), cwd=folder, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in proc.stdout:  # the first epoch reported: a trial's worker is training
-        lines.append(line)
-        if " epoch 1/3" in line:
-            break
+    # the first epoch reported: a trial's worker is training
+    proc, lines = _start_until(folder, env, ["run"], " epoch 1/3")
     workers = [p for p in _tree(proc.pid) if "ImplicitFunc" in p.name()]
     assert workers, "".join(lines)
     workers[0].send_signal(signal.SIGKILL)
@@ -262,16 +260,7 @@ def test_a_trial_tune_could_not_start_on_a_reused_worker_is_retried_in_the_same_
 @pytest.mark.slow
 def test_ctrl_c_stops_the_command_and_keeps_the_study(workdir):
     folder, env = workdir
-
-    def edit(d):
-        d["train"]["max_steps_per_epoch"] = 40
-
-    space = write_space(folder, edit)
-    proc = subprocess.Popen(hvsearch_cmd("run", str(space)), cwd=folder, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:
-        if " start: " in line:
-            break
+    proc, seen = _start_until(folder, env, ["run"], " start: ", merge_stderr=False)
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
@@ -288,18 +277,9 @@ def test_ctrl_c_stops_the_command_and_keeps_the_study(workdir):
 @pytest.mark.slow
 def test_ctrl_c_during_a_calibration_stops_it_before_the_next_training(workdir):
     folder, env = workdir
-
-    def edit(d):
-        d["train"]["max_steps_per_epoch"] = 40
-
-    space = write_space(folder, edit)
-    proc = subprocess.Popen(hvsearch_cmd("calibrate", str(space), "-n", "4", "--reference-seeds", "1"), cwd=folder,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen = []
-    for line in proc.stdout:  # the proxy training has started
-        seen.append(line)
-        if " start: " in line:
-            break
+    # the proxy training has started
+    proc, seen = _start_until(folder, env, ["calibrate", "-n", "4", "--reference-seeds", "1"], " start: ",
+                              merge_stderr=False)
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
