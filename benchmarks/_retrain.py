@@ -22,7 +22,7 @@ def retrain(space, specs: dict, *, prefix: str, epochs: int, fraction: float, se
     """Train every spec of ``specs`` (label -> ModelSpec) ``seeds`` times with the space's recipe
     but ``epochs`` on ``fraction`` of the training split, seed k with ``train.seed + k``; the
     studies' names (:func:`study_names`)."""
-    from hvsearch.proxies.calibrate import Candidate, candidate_space, count_params, dominant_mixer
+    from hvsearch.search.calibrate import Candidate, candidate_space, count_params, dominant_mixer
     from hvsearch.search.runner import init_ray, run_search, stop_ray
 
     candidates = [Candidate(label=label, spec=spec, family=dominant_mixer(spec), params=count_params(spec),

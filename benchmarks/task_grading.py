@@ -50,7 +50,7 @@ def plain_cnn(spec):
 
 
 def candidates(space, n: int, sample_seed: int):
-    from hvsearch.proxies.calibrate import count_params, stratified_sample
+    from hvsearch.search.calibrate import count_params, stratified_sample
 
     sample = stratified_sample(space, n, seed=sample_seed, out=sys.stderr)
     out = [(c.label, c.stratum, c.spec) for c in sample]
@@ -83,7 +83,7 @@ class _Stop(Exception):
 def train_all(space, runs, epochs: int, out: Path, stop_after: int | None = None) -> None:
     import torch
 
-    from hvsearch.proxies.calibrate import count_params
+    from hvsearch.search.calibrate import count_params
     from hvsearch.train.proxy import train_proxy
 
     torch.set_num_threads(1)
@@ -119,7 +119,7 @@ def train_all(space, runs, epochs: int, out: Path, stop_after: int | None = None
 def summarise(out: Path, epochs: int, classes: int, margin: float, by_epoch: int) -> str:
     import pandas as pd
 
-    from hvsearch.proxies.stats import bootstrap_ci, kendall
+    from hvsearch.stats import bootstrap_ci, kendall
 
     df = pd.read_csv(out / "runs.csv")
     df = df[df.groupby(["label", "seed"])["epoch"].transform("max") >= epochs]

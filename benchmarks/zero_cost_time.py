@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from hvsearch.models import get_seed
-from hvsearch.proxies import random_batch, score, score_names
+from hvsearch.zerocost import random_batch, score, score_names
 
 SMALLEST = ("cmt_ti", "hire_mlp_tiny", "container_light", "transxnet_t", "convmlp_s")
 

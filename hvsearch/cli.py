@@ -51,7 +51,7 @@ def _emit(df, fmt: str, float_format: str = "{:.3f}") -> None:
 @command("seeds", help="list the seed catalog with measured vs. published cost")
 @arguments(lambda p: p.add_argument("--format", choices=("table", "csv", "json"), default="table"))
 def cmd_seeds(args: argparse.Namespace) -> int:
-    from hvsearch.models.report import seeds_table
+    from hvsearch.cost.report import seeds_table
 
     table = seeds_table(progress=args.format == "table")
     if args.format != "table":
@@ -79,7 +79,7 @@ def _show_args(p: argparse.ArgumentParser) -> None:
 @arguments(_show_args)
 def cmd_show(args: argparse.Namespace) -> int:
     arch_ref.check(args.arch)  # before torch loads: a wrong name or path is answered at once
-    from hvsearch.models.report import show_arch
+    from hvsearch.cost.report import show_arch
 
     print(show_arch(args.arch, resolution=args.resolution, fmt=args.format))
     return 0
@@ -340,7 +340,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _scale_grid(seed, args: argparse.Namespace) -> int:
-    from hvsearch.scaling.grid import run_grid
+    from hvsearch.search.scaling_grid import run_grid
     from hvsearch.train.run import load_configs
 
     train, data = load_configs(args.config, {"epochs": args.epochs} if args.epochs else None)
@@ -392,7 +392,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from hvsearch.space import load_space
 
     space = load_space(args.space)  # before the heavy imports: a wrong path is answered at once
-    from hvsearch.proxies.calibrate import run_calibration
+    from hvsearch.search.calibrate import run_calibration
 
     overrides = {k: getattr(args, k) for k in ("max_concurrent", "cpus_per_trial", "gpus_per_trial")
                  if getattr(args, k) is not None}

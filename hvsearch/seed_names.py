@@ -1,4 +1,4 @@
-"""The seed catalog's names by family, importable without torch.
+"""The seed catalog's names by family, importable without torch (each family's ``SEEDS``).
 
 Commands that take a seed name (``show``, ``train``, ``scale``) check it here before loading the
 models, so a misspelled name is answered at once with a "did you mean", not after torch, timm and
@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-#: family -> its seeds, smallest first (the catalog's order)
-SEEDS: dict[str, tuple[str, ...]] = {
-    "CMT": ("cmt_ti", "cmt_xs", "cmt_s", "cmt_b"),
-    "Container": ("container_light", "container"),
-    "ConvMLP": ("convmlp_s", "convmlp_m", "convmlp_l"),
-    "Hire-MLP": ("hire_mlp_tiny", "hire_mlp_small", "hire_mlp_base", "hire_mlp_large"),
-    "TransXNet": ("transxnet_t", "transxnet_s", "transxnet_b"),
-}
+
+def _seeds() -> dict[str, tuple[str, ...]]:
+    from hvsearch.families import family, family_names
+
+    return {name: tuple(family(name).SEEDS) for name in family_names()}
+
+
+#: family -> its seeds, smallest first (the catalog's order), from each family's ``SEEDS``
+SEEDS: dict[str, tuple[str, ...]] = _seeds()
 ARCH_SUFFIXES = (".yaml", ".yml", ".json")
 
 

@@ -1,8 +1,10 @@
 """Typed, torch-free architecture specs (see :mod:`hvsearch.arch.spec`).
 
-Importing this package registers every family's part configs.
+Importing this package registers the common part configs and every family's
+(:mod:`hvsearch.families`, each one's ``config``).
 """
-from hvsearch.arch import cmt, common, container, convmlp, hire, transxnet  # noqa: F401  (registration)
+from hvsearch import families
+from hvsearch.arch import common  # noqa: F401  (registration)
 from hvsearch.arch.components import (
     KINDS,
     NORMS,
@@ -14,6 +16,8 @@ from hvsearch.arch.components import (
     register_component,
 )
 from hvsearch.arch.spec import NUM_STAGES, PYRAMID_STRIDES, TOTAL_STRIDE, ModelSpec, StageSpec, arch_id
+
+families.load("config")
 
 __all__ = [
     "KINDS", "NORMS", "NUM_STAGES", "PYRAMID_STRIDES", "TOTAL_STRIDE", "Component", "ModelSpec", "StageContext",

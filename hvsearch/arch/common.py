@@ -15,7 +15,7 @@ from hvsearch.arch.components import (
 
 @register_component("stem")
 @dataclass(frozen=True)
-class ConvStem(Component):
+class ConvStemConfig(Component):
     """One k×k stride-4 conv, optional norm and ReLU: Hire-MLP (k7 p2, bias, BN, ReLU) and
     TransXNet (k7 p3, no bias, BN)."""
 
@@ -41,7 +41,7 @@ class ConvStem(Component):
 
 @register_component("stem")
 @dataclass(frozen=True)
-class PatchStem(Component):
+class PatchStemConfig(Component):
     """Non-overlapping 4×4 stride-4 conv (bias) then a norm: Container's patch embedding."""
 
     type = "patch"
@@ -59,7 +59,7 @@ class PatchStem(Component):
 
 @register_component("downsample")
 @dataclass(frozen=True)
-class NoDownsample(Component):
+class NoDownsampleConfig(Component):
     """Keep the incoming map (the first stage after a stride-4 stem). Needs equal widths."""
 
     type = "none"
@@ -72,7 +72,7 @@ class NoDownsample(Component):
 
 @register_component("downsample")
 @dataclass(frozen=True)
-class PatchDownsample(Component):
+class PatchDownsampleConfig(Component):
     """Non-overlapping k×k stride-k conv (bias) then a norm: CMT's and Container's patch embed."""
 
     type = "patch"
@@ -88,7 +88,7 @@ class PatchDownsample(Component):
 
 @register_component("downsample")
 @dataclass(frozen=True)
-class ConvDownsample(Component):
+class ConvDownsampleConfig(Component):
     """Overlapping 3×3 stride-2 conv, optional norm and ReLU: Hire-MLP, TransXNet, ConvMLP."""
 
     type = "conv3"
@@ -106,7 +106,7 @@ class ConvDownsample(Component):
 
 @register_component("ffn")
 @dataclass(frozen=True)
-class MlpFFN(Component):
+class MlpFFNConfig(Component):
     """Two 1×1 layers with a GELU between; hidden width ``int(dim · ratio)``."""
 
     type = "mlp"
@@ -121,7 +121,7 @@ class MlpFFN(Component):
 
 @register_component("ffn")
 @dataclass(frozen=True)
-class NoFFN(Component):
+class NoFFNConfig(Component):
     """No channel sub-layer (the block is its mixer alone)."""
 
     type = "none"
@@ -129,7 +129,7 @@ class NoFFN(Component):
 
 @register_component("head")
 @dataclass(frozen=True)
-class NormPoolHead(Component):
+class NormPoolHeadConfig(Component):
     """norm → global average pool → dropout → linear classifier."""
 
     type = "norm_pool"

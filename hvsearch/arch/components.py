@@ -98,7 +98,10 @@ class Component:
 
     @property
     def family(self) -> str:
-        return self.__module__.rsplit(".", 1)[-1]
+        """The family package that defines this part (``common`` for the shared ones)."""
+        from hvsearch.families import family_of
+
+        return family_of(type(self).__module__)
 
 
 @functools.lru_cache(maxsize=None)

@@ -9,13 +9,13 @@ from timm.layers import DropPath, LayerNorm2d, trunc_normal_
 from torch import nn
 
 from hvsearch.arch.common import (
-    ConvDownsample,
-    ConvStem,
-    MlpFFN,
-    NoDownsample,
-    NormPoolHead,
-    PatchDownsample,
-    PatchStem,
+    ConvDownsampleConfig,
+    ConvStemConfig,
+    MlpFFNConfig,
+    NoDownsampleConfig,
+    NormPoolHeadConfig,
+    PatchDownsampleConfig,
+    PatchStemConfig,
 )
 from hvsearch.layers.registry import register_module
 
@@ -81,8 +81,8 @@ def init_weights(module: nn.Module, conv: str = "kaiming_fan_out", linear: str =
 
 
 @register_module("stem", "conv")
-class ConvStemModule(nn.Sequential):
-    def __init__(self, cfg: ConvStem, in_chans: int):
+class ConvStem(nn.Sequential):
+    def __init__(self, cfg: ConvStemConfig, in_chans: int):
         layers = [nn.Conv2d(in_chans, cfg.width, cfg.kernel, cfg.stride, cfg.padding, bias=cfg.bias),
                   make_norm(cfg.norm, cfg.width)]
         if cfg.act:
@@ -92,28 +92,28 @@ class ConvStemModule(nn.Sequential):
 
 
 @register_module("stem", "patch")
-class PatchStemModule(nn.Sequential):
-    def __init__(self, cfg: PatchStem, in_chans: int):
+class PatchStem(nn.Sequential):
+    def __init__(self, cfg: PatchStemConfig, in_chans: int):
         super().__init__(nn.Conv2d(in_chans, cfg.width, cfg.stride, cfg.stride), make_norm(cfg.norm, cfg.width))
         init_weights(self)
 
 
 @register_module("downsample", "none")
-class Identity(nn.Identity):
-    def __init__(self, cfg: NoDownsample, in_dim: int, out_dim: int):
+class NoDownsample(nn.Identity):
+    def __init__(self, cfg: NoDownsampleConfig, in_dim: int, out_dim: int):
         super().__init__()
 
 
 @register_module("downsample", "patch")
-class PatchEmbed(nn.Sequential):
-    def __init__(self, cfg: PatchDownsample, in_dim: int, out_dim: int):
+class PatchDownsample(nn.Sequential):
+    def __init__(self, cfg: PatchDownsampleConfig, in_dim: int, out_dim: int):
         super().__init__(nn.Conv2d(in_dim, out_dim, cfg.stride, cfg.stride), make_norm(cfg.norm, out_dim))
         init_weights(self)
 
 
 @register_module("downsample", "conv3")
-class ConvDown(nn.Sequential):
-    def __init__(self, cfg: ConvDownsample, in_dim: int, out_dim: int):
+class ConvDownsample(nn.Sequential):
+    def __init__(self, cfg: ConvDownsampleConfig, in_dim: int, out_dim: int):
         layers = [nn.Conv2d(in_dim, out_dim, 3, 2, 1, bias=cfg.bias), make_norm(cfg.norm, out_dim)]
         if cfg.act:
             layers.append(nn.ReLU(inplace=True))
@@ -122,8 +122,8 @@ class ConvDown(nn.Sequential):
 
 
 @register_module("ffn", "mlp")
-class Mlp(nn.Sequential):
-    def __init__(self, cfg: MlpFFN, dim: int, ctx):
+class MlpFFN(nn.Sequential):
+    def __init__(self, cfg: MlpFFNConfig, dim: int, ctx):
         hidden = int(dim * cfg.ratio)
         super().__init__(nn.Conv2d(dim, hidden, 1, bias=cfg.bias), nn.GELU(),
                          nn.Conv2d(hidden, dim, 1, bias=cfg.bias))
@@ -132,8 +132,8 @@ class Mlp(nn.Sequential):
 
 
 @register_module("head", "norm_pool")
-class NormPoolHeadModule(nn.Module):
-    def __init__(self, cfg: NormPoolHead, in_dim: int, num_classes: int):
+class NormPoolHead(nn.Module):
+    def __init__(self, cfg: NormPoolHeadConfig, in_dim: int, num_classes: int):
         super().__init__()
         self.num_features = in_dim
         self.norm = make_norm(cfg.norm, in_dim)

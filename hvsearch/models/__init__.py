@@ -5,6 +5,8 @@ patch_torchvision()
 
 from hvsearch.models.backbone import HybridBackbone, build_model  # noqa: E402
 from hvsearch.models.catalog import TIMM_PREFIX, Seed, get_seed, seed_names  # noqa: E402
-from hvsearch.models import cmt, container, convmlp, hire_mlp, transxnet  # noqa: E402,F401  (seed registration)
+from hvsearch import families  # noqa: E402
+
+families.load("seeds")  # registers every family's seeds
 
 __all__ = ["HybridBackbone", "Seed", "TIMM_PREFIX", "build_model", "get_seed", "seed_names"]

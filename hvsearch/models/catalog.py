@@ -1,6 +1,6 @@
 """The seed catalog: published architectures as specs, with the figures they must reproduce.
 
-Each family file (``cmt.py``, ``hire_mlp.py``, ...) registers its seeds with :func:`register_seed`:
+Each family's ``seeds.py`` (:mod:`hvsearch.families`) registers its seeds with :func:`register_seed`:
 a spec plus the paper's and the official code's params/FLOPs. Every seed is also registered in
 timm's model registry as ``hvs_<seed>`` so that ``timm.create_model("hvs_cmt_s")`` works once
 ``hvsearch.models`` is imported.
@@ -63,8 +63,9 @@ def register_seed(name: str, family: str, spec_fn: Callable[[], ModelSpec], **re
     if name in _SEEDS:
         raise RegistryError(f"seed {name!r} is already registered")
     if name not in SEEDS.get(family, ()):
-        raise RegistryError(f"seed {name!r} of family {family!r} is not listed in hvsearch/seed_names.py "
-                            "(commands check names there without loading the models): add it")
+        raise RegistryError(f"seed {name!r} of family {family!r} is not in the family's SEEDS "
+                            f"(hvsearch/families/{family}/__init__.py, where commands check names without loading "
+                            "the models): add it")
     spec = spec_fn().replace(name=name).validate()
     seed = Seed(name=name, family=family, spec=spec, **ref)
     _SEEDS[name] = seed

@@ -77,7 +77,7 @@ class PrescreenMixin:
         """The pre-screen score of one admitted candidate, and the error if scoring failed (then
         -inf: ranked last)."""
         from hvsearch.arch import ModelSpec
-        from hvsearch.proxies import data_batch, score
+        from hvsearch.zerocost import data_batch, score
 
         pre = self.prescreen
         spec = ModelSpec.from_dict(config["arch"])

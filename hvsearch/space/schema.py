@@ -53,7 +53,7 @@ MAX_GPUS = 1024
 MAX_COUNT = 10**15  # params or FLOPs
 
 SAMPLERS = ("tpe", "random", "nsga2")
-# the zero-cost scores of hvsearch.proxies (named here so that loading a space needs no torch;
+# the zero-cost scores of hvsearch.zerocost (named here so that loading a space needs no torch;
 # a test keeps the two lists equal)
 PRESCREEN_SCORES = ("synflow", "naswot", "grad_norm", "snip", "params", "flops")
 OBJECTIVES = {"accuracy": "max", "flops": "min", "params": "min"}

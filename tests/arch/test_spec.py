@@ -6,19 +6,19 @@ import pytest
 import yaml
 
 from hvsearch.arch import ModelSpec, StageSpec, arch_id, component_types, parse_component, register_component
-from hvsearch.arch.cmt import CMTAttention, CMTHead, CMTStem, IRFFN
-from hvsearch.arch.common import PatchDownsample
+from hvsearch.families.cmt.config import CMTAttentionConfig, CMTHeadConfig, CMTStemConfig, IRFFNConfig
+from hvsearch.arch.common import PatchDownsampleConfig
 from hvsearch.arch.components import Component
 from hvsearch.errors import HVSearchError, RegistryError, SpecError
 
 
 def tiny_spec(**over) -> ModelSpec:
     stages = tuple(
-        StageSpec(depth=1, width=w, downsample=PatchDownsample(), mixer=CMTAttention(heads=h, sr_ratio=sr),
-                  ffn=IRFFN(ratio=2.0))
+        StageSpec(depth=1, width=w, downsample=PatchDownsampleConfig(), mixer=CMTAttentionConfig(heads=h, sr_ratio=sr),
+                  ffn=IRFFNConfig(ratio=2.0))
         for w, h, sr in ((16, 1, 4), (32, 2, 2), (48, 2, 1), (64, 4, 1))
     )
-    base = ModelSpec(stem=CMTStem(width=8), stages=stages, head=CMTHead(features=64), resolution=64,
+    base = ModelSpec(stem=CMTStemConfig(width=8), stages=stages, head=CMTHeadConfig(features=64), resolution=64,
                      num_classes=10)
     return dataclasses.replace(base, **over)
 
@@ -59,7 +59,7 @@ def test_arch_id_is_stable_and_sensitive():
 
 def test_int_and_float_spellings_share_one_id():
     a = tiny_spec()
-    stages = tuple(dataclasses.replace(st, ffn=IRFFN(ratio=2), layer_scale=0) for st in a.stages)
+    stages = tuple(dataclasses.replace(st, ffn=IRFFNConfig(ratio=2), layer_scale=0) for st in a.stages)
     b = dataclasses.replace(a, stages=stages, drop_path_rate=0)
     assert b == a and b.arch_id == a.arch_id
     assert isinstance(b.stages[0].ffn.ratio, float)
@@ -89,13 +89,13 @@ def _with_stage(i, **changes):
 
 
 def test_heads_must_divide_width():
-    e = _err(_with_stage(2, mixer=CMTAttention(heads=5)))
+    e = _err(_with_stage(2, mixer=CMTAttentionConfig(heads=5)))
     assert str(e) == "stages.2.mixer.heads must divide the stage width 48, got 5"
 
 
 def test_reduction_ratio_must_divide_feature_size():
     # at 64 px stage 1 is 8x8: sr 3 does not divide it
-    e = _err(_with_stage(1, mixer=CMTAttention(heads=2, sr_ratio=3)))
+    e = _err(_with_stage(1, mixer=CMTAttentionConfig(heads=2, sr_ratio=3)))
     assert e.path == "stages.1.mixer.sr_ratio" and e.value == 3
     assert "feature height 8" in str(e)
 
@@ -106,9 +106,9 @@ def test_resolution_must_be_multiple_of_total_stride():
 
 
 def test_stride_mismatch_names_the_downsample():
-    from hvsearch.arch.common import NoDownsample
+    from hvsearch.arch.common import NoDownsampleConfig
 
-    e = _err(_with_stage(2, downsample=NoDownsample()))
+    e = _err(_with_stage(2, downsample=NoDownsampleConfig()))
     assert e.path == "stages.2.downsample"
 
 

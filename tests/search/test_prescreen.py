@@ -22,7 +22,7 @@ def _prescreened(d):
 
 
 def test_prescreen_trains_only_the_best_of_each_pool_and_records_the_rest(workdir):
-    from hvsearch.proxies import data_batch, score
+    from hvsearch.zerocost import data_batch, score
     from hvsearch.space import load_space
 
     folder, env = workdir
@@ -75,7 +75,7 @@ def test_prescreen_trains_only_the_best_of_each_pool_and_records_the_rest(workdi
 
 
 def test_prescreen_names_match_the_registered_scores():
-    from hvsearch.proxies import score_names
+    from hvsearch.zerocost import score_names
 
     assert tuple(score_names()) == PRESCREEN_SCORES
 

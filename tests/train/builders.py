@@ -7,17 +7,17 @@ import numpy as np
 from PIL import Image
 
 from hvsearch.arch import ModelSpec, StageSpec
-from hvsearch.arch.cmt import CMTAttention, CMTStem, IRFFN
-from hvsearch.arch.common import NormPoolHead, PatchDownsample
+from hvsearch.families.cmt.config import CMTAttentionConfig, CMTStemConfig, IRFFNConfig
+from hvsearch.arch.common import NormPoolHeadConfig, PatchDownsampleConfig
 
 
 def tiny_spec(widths=(16, 32, 48, 64), name="tiny") -> ModelSpec:
     """A 4-stage CMT-style hybrid (conv stem, LMHSA + IRFFN, depth 1) of ~0.1 M parameters."""
     heads, sr = (1, 2, 2, 4), (2, 2, 1, 1)
-    stages = [StageSpec(depth=1, width=w, downsample=PatchDownsample(),
-                        mixer=CMTAttention(heads=min(h, w // 8), sr_ratio=r), ffn=IRFFN(ratio=2.0))
+    stages = [StageSpec(depth=1, width=w, downsample=PatchDownsampleConfig(),
+                        mixer=CMTAttentionConfig(heads=min(h, w // 8), sr_ratio=r), ffn=IRFFNConfig(ratio=2.0))
               for w, h, r in zip(widths, heads, sr)]
-    return ModelSpec(stem=CMTStem(width=widths[0]), stages=tuple(stages), head=NormPoolHead(),
+    return ModelSpec(stem=CMTStemConfig(width=widths[0]), stages=tuple(stages), head=NormPoolHeadConfig(),
                      resolution=32, num_classes=10, name=name).validate()
 
 

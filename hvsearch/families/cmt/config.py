@@ -1,0 +1,92 @@
+"""CMT part configs (Guo et al., "CMT: Convolutional Neural Networks Meet Vision Transformers",
+CVPR 2022): the conv stem, the lightweight multi-head self-attention (LMHSA) mixer with its
+local perception unit, the inverted residual FFN (IRFFN) and the 1280-wide conv head."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from hvsearch.arch.components import Component, register_component, require, require_positive
+
+
+@register_component("stem")
+@dataclass(frozen=True)
+class CMTStemConfig(Component):
+    """3×3 s2 conv then two 3×3 convs, each conv → GELU → BN; stride 2 (a patch embed follows)."""
+
+    type = "cmt"
+    stride = 2
+    width: int = 32
+
+    def check(self, ctx, path):
+        require_positive(self.width, f"{path}.width")
+
+    def out_size(self, size: int) -> int:
+        return (size - 1) // 2 + 1
+
+
+@register_component("mixer")
+@dataclass(frozen=True)
+class CMTAttentionConfig(Component):
+    """LMHSA: queries from every token; keys and values from a k×k depthwise stride-k reduction
+    (+BN) of the map; a learnable relative position bias per stage, shared by its blocks, sized
+    for the build resolution and resized to the feature size at run time. The block puts a 3×3
+    depthwise local perception unit (LPU) before it."""
+
+    type = "cmt_attn"
+    default_norm = "layernorm"
+    default_norm_eps = 1e-6
+    default_pos_kernel = 3
+    heads: int = 1
+    sr_ratio: int = 1
+    qkv_bias: bool = True
+    rel_pos_bias: bool = True
+
+    def check(self, ctx, path):
+        require_positive(self.heads, f"{path}.heads")
+        require(ctx.dim % self.heads == 0, f"{path}.heads",
+                f"must divide the stage width {ctx.dim}", self.heads)
+        require_positive(self.sr_ratio, f"{path}.sr_ratio")
+        for axis, size in (("height", ctx.height), ("width", ctx.width)):
+            require(size % self.sr_ratio == 0, f"{path}.sr_ratio",
+                    f"must divide the stage's feature {axis} {size} at the build resolution",
+                    self.sr_ratio)
+
+    def width_multiple(self) -> int:
+        return self.heads
+
+    def fit(self, ctx):
+        # the largest reduction ratio <= the current one that divides both feature sides
+        g = math.gcd(ctx.height, ctx.width)
+        sr = max(d for d in range(1, min(self.sr_ratio, g) + 1) if g % d == 0)
+        return self if sr == self.sr_ratio else dataclasses.replace(self, sr_ratio=sr)
+
+
+@register_component("ffn")
+@dataclass(frozen=True)
+class IRFFNConfig(Component):
+    """Inverted residual FFN: 1×1 expand → GELU → BN → (3×3 depthwise + skip) → GELU → BN →
+    1×1 project → BN; hidden width ``int(dim · ratio)``."""
+
+    type = "irffn"
+    ratio: float = 4.0
+
+    def check(self, ctx, path):
+        require_positive(self.ratio, f"{path}.ratio")
+        require(int(ctx.dim * self.ratio) >= 1, f"{path}.ratio",
+                f"gives a hidden width below 1 at stage width {ctx.dim}", self.ratio)
+
+
+@register_component("head")
+@dataclass(frozen=True)
+class CMTHeadConfig(Component):
+    """1×1 conv to ``features`` → BN → Swish → global average pool → dropout → linear."""
+
+    type = "cmt"
+    features: int = 1280
+    dropout: float = 0.1
+
+    def check(self, ctx, path):
+        require_positive(self.features, f"{path}.features")
+        require(0.0 <= self.dropout < 1.0, f"{path}.dropout", "must be in [0, 1)", self.dropout)

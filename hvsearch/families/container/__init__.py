@@ -1,0 +1,4 @@
+"""Container: Context Aggregation Network (Gao et al., NeurIPS 2021, arXiv 2106.01401): static
+and dynamic affinity mixed by a learned weight (``container``)."""
+
+SEEDS = ("container_light", "container")

@@ -1,0 +1,4 @@
+"""TransXNet (Lou et al., arXiv 2310.19380): the dual dynamic token mixer (``dmixer``: OSRA
+attention + IDConv) and the multi-scale FFN (``msffn``)."""
+
+SEEDS = ("transxnet_t", "transxnet_s", "transxnet_b")
