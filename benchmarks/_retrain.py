@@ -25,7 +25,7 @@ def retrain(space, specs: dict, *, prefix: str, epochs: int, fraction: float, se
     from hvsearch.search.calibrate import Candidate, candidate_space, count_params, dominant_mixer
     from hvsearch.search.runner import init_ray, run_search, stop_ray
 
-    candidates = [Candidate(label=label, spec=spec, family=dominant_mixer(spec), params=count_params(spec),
+    candidates = [Candidate(label=label, spec=spec, mixer=dominant_mixer(spec), params=count_params(spec),
                             size_bin=0) for label, spec in specs.items()]
     names = study_names(prefix, [c.spec.arch_id for c in candidates], seeds)
     print(f"=== training {len(candidates)} architecture(s): {epochs} epoch(s) on {100 * fraction:g}% of the "

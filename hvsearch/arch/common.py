@@ -8,6 +8,7 @@ from hvsearch.arch.components import (
     StageContext,
     register_component,
     require,
+    require_hidden,
     require_norm,
     require_positive,
 )
@@ -114,9 +115,7 @@ class MlpFFNConfig(Component):
     bias: bool = True
 
     def check(self, ctx, path):
-        require_positive(self.ratio, f"{path}.ratio")
-        require(int(ctx.dim * self.ratio) >= 1, f"{path}.ratio",
-                f"gives a hidden width below 1 at stage width {ctx.dim}", self.ratio)
+        require_hidden(self.ratio, ctx.dim, f"{path}.ratio")
 
 
 @register_component("ffn")

@@ -222,5 +222,17 @@ def require_positive(value: int | float, path: str) -> None:
     require(value > 0, path, "must be > 0", value)
 
 
+def hidden_width(dim: int, ratio: float) -> int:
+    """The hidden width of an expansion by ``ratio`` at width ``dim``: ``int(dim · ratio)``, rounded
+    down as every family's official code does. The one home of this rule: configs check with it
+    (:func:`require_hidden`) and modules build with it."""
+    return int(dim * ratio)
+
+
+def require_hidden(ratio: float, dim: int, path: str, what: str = "hidden width") -> None:
+    require_positive(ratio, path)
+    require(hidden_width(dim, ratio) >= 1, path, f"gives a {what} below 1 at stage width {dim}", ratio)
+
+
 def require_norm(value: str, path: str) -> None:
     require(value in NORMS, path, f"must be one of {', '.join(NORMS)}", value)

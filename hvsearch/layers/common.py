@@ -8,6 +8,7 @@ import torch
 from timm.layers import DropPath, LayerNorm2d, trunc_normal_
 from torch import nn
 
+from hvsearch.arch.components import hidden_width
 from hvsearch.arch.common import (
     ConvDownsampleConfig,
     ConvStemConfig,
@@ -17,6 +18,7 @@ from hvsearch.arch.common import (
     PatchDownsampleConfig,
     PatchStemConfig,
 )
+from hvsearch.layers.base import HeadModule
 from hvsearch.layers.registry import register_module
 
 __all__ = ["DropPath", "LayerNorm2d", "LayerScale2d", "make_norm", "init_weights", "ConvBN"]
@@ -124,7 +126,7 @@ class ConvDownsample(nn.Sequential):
 @register_module("ffn", "mlp")
 class MlpFFN(nn.Sequential):
     def __init__(self, cfg: MlpFFNConfig, dim: int, ctx):
-        hidden = int(dim * cfg.ratio)
+        hidden = hidden_width(dim, cfg.ratio)
         super().__init__(nn.Conv2d(dim, hidden, 1, bias=cfg.bias), nn.GELU(),
                          nn.Conv2d(hidden, dim, 1, bias=cfg.bias))
         # 1×1 convs are the papers' Linear layers: trunc-normal as every family inits those
@@ -132,7 +134,9 @@ class MlpFFN(nn.Sequential):
 
 
 @register_module("head", "norm_pool")
-class NormPoolHead(nn.Module):
+class NormPoolHead(HeadModule):
+    """norm → global average pool → dropout → linear classifier."""
+
     def __init__(self, cfg: NormPoolHeadConfig, in_dim: int, num_classes: int):
         super().__init__()
         self.num_features = in_dim
@@ -140,10 +144,5 @@ class NormPoolHead(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.reset(num_classes)
 
-    def reset(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        init_weights(self.fc)
-
-    def forward(self, x, pre_logits: bool = False):
-        x = self.norm(x).mean((2, 3))
-        return x if pre_logits else self.fc(self.drop(x))
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x).mean((2, 3))

@@ -4,14 +4,10 @@ Constructor conventions, by kind:
 
 * ``stem``:       ``Cls(cfg, in_chans)``; output channels ``cfg.width``
 * ``downsample``: ``Cls(cfg, in_dim, out_dim)``
-* ``mixer``:      ``Cls(cfg, dim, ctx, shared)``; ``shared`` is what ``Cls.build_shared(cfg, dim,
-  ctx)`` returned for the stage (one module shared by all the stage's blocks, e.g. CMT's relative
-  position bias) or None. A mixer whose class sets ``owns_residual = True`` receives the block's
-  input un-normalised and returns the block's new state itself (``Cls(cfg, dim, ctx, shared,
-  norm=..., drop_path=...)``).
+* ``mixer``:      a :class:`~hvsearch.layers.base.MixerModule`, ``Cls(cfg, dim, ctx, shared)``
+  (``shared`` from ``Cls.build_shared``; ``owns_residual``: see the base class).
 * ``ffn``:        ``Cls(cfg, dim, ctx)``
-* ``head``:       ``Cls(cfg, in_dim, num_classes)`` with ``forward(x, pre_logits=False)``,
-  ``num_features`` and ``reset(num_classes)``.
+* ``head``:       a :class:`~hvsearch.layers.base.HeadModule`, ``Cls(cfg, in_dim, num_classes)``.
 """
 from __future__ import annotations
 
@@ -19,8 +15,10 @@ from torch import nn
 
 from hvsearch.arch import KINDS, component_types
 from hvsearch.errors import RegistryError
+from hvsearch.layers.base import HeadModule, MixerModule
 
 _MODULES: dict[str, dict[str, type[nn.Module]]] = {kind: {} for kind in KINDS}
+_BASES = {"mixer": MixerModule, "head": HeadModule}
 
 
 def register_module(kind: str, name: str):
@@ -30,6 +28,9 @@ def register_module(kind: str, name: str):
         if name not in component_types(kind):
             raise RegistryError(f"no {kind} config named {name!r} is registered in hvsearch.arch; "
                                 f"register the config before its module")
+        base = _BASES.get(kind)
+        if base is not None and not issubclass(cls, base):
+            raise RegistryError(f"{kind} module {cls.__qualname__} must derive {base.__module__}.{base.__qualname__}")
         if name in _MODULES[kind]:
             raise RegistryError(f"{kind} module {name!r} is already registered by "
                                 f"{_MODULES[kind][name].__qualname__}")

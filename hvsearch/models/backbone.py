@@ -52,7 +52,7 @@ class Block(nn.Module):
         self.pos = nn.Conv2d(dim, dim, k, 1, k // 2, groups=dim) if k else None
         drop = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         mixer_cls = get_module("mixer", stage.mixer.type)
-        self.owns_residual = getattr(mixer_cls, "owns_residual", False)
+        self.owns_residual = mixer_cls.owns_residual
         if self.owns_residual:
             self.mixer = mixer_cls(stage.mixer, dim, ctx, shared,
                                    norm=lambda: make_norm(stage.norm, dim, stage.norm_eps), drop_path=drop)
@@ -84,9 +84,8 @@ class Stage(nn.Module):
         super().__init__()
         self.downsample = build("downsample", stage.downsample, in_dim, stage.width)
         mixer_cls = get_module("mixer", stage.mixer.type)
-        build_shared = getattr(mixer_cls, "build_shared", None)
         # One module shared by every block of the stage (e.g. CMT's relative position bias).
-        self.shared = build_shared(stage.mixer, stage.width, ctx) if build_shared else None
+        self.shared = mixer_cls.build_shared(stage.mixer, stage.width, ctx)
         self.blocks = nn.Sequential(*[Block(stage, dataclasses.replace(ctx, block=i), self.shared, dp)
                                       for i, dp in enumerate(dprs)])
         self.grad_checkpointing = False

@@ -4,7 +4,7 @@
    seeded, the space's constraints applied) is split into strata by *dominant mixer* (the mixer
    type of most blocks; ties go to the deeper stage) × *size* (terciles of the pool's parameter
    counts), and the sample takes one architecture per stratum in turn (strata in a seeded order,
-   a random member of each) until it has ``n``. Every family and size present in the space is
+   a random member of each) until it has ``n``. Every mixer and size present in the space is
    represented before any stratum gets a second member.
 2. **Train** every sampled architecture through the same machinery as ``hvsearch run`` (Ray
    Tune trials, Optuna studies in persistent storage, Optuna's grid sampler visiting each
@@ -82,13 +82,13 @@ ATTR_FINGERPRINT = "calibration_fingerprint"
 class Candidate:
     label: str
     spec: Any  # ModelSpec
-    family: str  # dominant mixer type
+    mixer: str  # the dominant mixer type (most blocks)
     params: int
     size_bin: int  # 0, 1, 2: small, medium, large within the pool
 
     @property
     def stratum(self) -> str:
-        return f"{self.family}/{('small', 'medium', 'large')[self.size_bin]}"
+        return f"{self.mixer}/{('small', 'medium', 'large')[self.size_bin]}"
 
 
 @dataclass
@@ -192,7 +192,7 @@ def stratified_sample(space, n: int = DEFAULT_N, *, seed: int = 0, pool_factor: 
     if len(chosen) < n:
         raise CalibrationError(f"only {len(chosen)} sampled architectures meet constraints.max_flops; "
                                f"calibrate -n {n} needs {n}")
-    # labels in stratum order, so that the table reads family by family, small to large
+    # labels in stratum order, so that the table reads mixer by mixer, small to large
     chosen.sort(key=lambda c: (dominant_mixer(c[0]), c[1]))
     out_ = [Candidate(f"c{i:02d}", spec, dominant_mixer(spec), params, b) for i, (spec, params, b) in enumerate(chosen)]
     if out is not None:
@@ -526,7 +526,7 @@ def arch_table(candidates: list[Candidate], proxy, references: list, scores: dic
         p, rs = p_trials.get(aid), [r.get(aid) for r in r_trials]
         known = next((t for t in (p, *rs) if t is not None), None)
         row: dict[str, Any] = {
-            "label": c.label, "stratum": c.stratum, "family": c.family,
+            "label": c.label, "stratum": c.stratum, "mixer": c.mixer,
             "mixers": "/".join(s.mixer.type for s in c.spec.stages),
             "depths": "-".join(str(s.depth) for s in c.spec.stages),
             "widths": "-".join(str(s.width) for s in c.spec.stages),
@@ -710,6 +710,6 @@ def write_calibration(archs: pd.DataFrame, table: pd.DataFrame, out_dir: Path, *
     table.to_csv(out_dir / "calibration.csv", index=False)
     archs.to_csv(out_dir / "archs.csv", index=False)
     cols = [c for c in cheap_scores(archs) if c in archs.columns]
-    plot_scatter(archs, cols, "reference", out_dir / "calibration.png", stats=table, color_by="family",
+    plot_scatter(archs, cols, "reference", out_dir / "calibration.png", stats=table, color_by="mixer",
                  title=title)
     return out_dir

@@ -94,11 +94,13 @@ from torch.overrides import TorchFunctionMode
 
 from hvsearch.arch import ModelSpec
 from hvsearch.errors import RegistryError, ScoreError
+from hvsearch.layers.base import Gate, Norm
 from hvsearch.values import is_int
 
-GATES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU)
+# PyTorch's own; a family's own gate or norm declares itself by its base class (hvsearch.layers.base)
+GATES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, Gate)
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-NORMS = (*BATCH_NORMS, nn.LayerNorm, nn.GroupNorm)  # nn.LayerNorm includes timm's LayerNorm2d
+NORMS = (*BATCH_NORMS, nn.LayerNorm, nn.GroupNorm, Norm)  # nn.LayerNorm includes timm's LayerNorm2d
 
 # Streams of the seed (numpy SeedSequence keys), so that images, labels and weights are not drawn
 # from the same random numbers.
@@ -330,7 +332,9 @@ class _NormAffine(nn.Module):
         super().__init__()
         self.weight, self.bias = norm.weight, norm.bias
         # nn.LayerNorm's γ already has the shape of the trailing dims; the others act on dim 1
+        # (a family's own Norm says where its channels are)
         self.channels_last = isinstance(norm, nn.LayerNorm) and not isinstance(norm, LayerNorm2d)
+        self.channel_dim = norm.channel_dim if isinstance(norm, Norm) else 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.weight is not None:
@@ -340,7 +344,9 @@ class _NormAffine(nn.Module):
         return x
 
     def _along_channels(self, t: torch.Tensor, ndim: int) -> torch.Tensor:
-        return t if self.channels_last else t.view(-1, *[1] * (ndim - 2))
+        if self.channels_last:
+            return t
+        return t.view(-1, *[1] * (ndim - 1 - self.channel_dim)) if self.channel_dim > 0 else t
 
 
 def _drop_norm_statistics(model: nn.Module) -> None:

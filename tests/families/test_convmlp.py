@@ -9,7 +9,14 @@ from torch import nn
 
 from hvsearch.arch import ModelSpec, StageContext, StageSpec
 from hvsearch.families.cmt.config import CMTAttentionConfig, IRFFNConfig
-from hvsearch.arch.common import ConvDownsampleConfig, MlpFFNConfig, NoDownsampleConfig, NoFFNConfig, NormPoolHeadConfig, PatchDownsampleConfig
+from hvsearch.arch.common import (
+    ConvDownsampleConfig,
+    MlpFFNConfig,
+    NoDownsampleConfig,
+    NoFFNConfig,
+    NormPoolHeadConfig,
+    PatchDownsampleConfig,
+)
 from hvsearch.families.convmlp.config import ConvBottleneckConfig, ConvMLPMixerConfig, ConvMLPStemConfig
 from hvsearch.errors import SpecError
 from hvsearch.layers import build, make_norm

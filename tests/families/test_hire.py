@@ -7,7 +7,14 @@ import torch.nn.functional as F
 
 from hvsearch.arch import ModelSpec, StageContext, StageSpec
 from hvsearch.families.cmt.config import CMTAttentionConfig
-from hvsearch.arch.common import ConvDownsampleConfig, ConvStemConfig, MlpFFNConfig, NoDownsampleConfig, NormPoolHeadConfig, PatchDownsampleConfig
+from hvsearch.arch.common import (
+    ConvDownsampleConfig,
+    ConvStemConfig,
+    MlpFFNConfig,
+    NoDownsampleConfig,
+    NormPoolHeadConfig,
+    PatchDownsampleConfig,
+)
 from hvsearch.families.hire.config import HireMixerConfig
 from hvsearch.errors import SpecError
 from hvsearch.families.hire.layers import COLS, ROWS, HireMixer, group_regions, pad_to_multiple, ungroup_regions

@@ -50,7 +50,7 @@ def test_stratified_sample_is_deterministic_distinct_and_covers_every_stratum():
     assert len(cells) == 6 and max(cells.values()) == 2
     for c in a:
         assert c.params == count_params(c.spec) <= space.constraints.max_params
-        assert c.family == dominant_mixer(c.spec)
+        assert c.mixer == dominant_mixer(c.spec)
     assert [c.spec.arch_id for c in stratified_sample(space, 8, seed=4, pool_factor=4)] != [c.spec.arch_id for c in a]
 
 
@@ -100,7 +100,7 @@ def test_calibrate_end_to_end_writes_the_table_and_continues(workdir):
     archs = pd.read_csv(res / "archs.csv")
     table = pd.read_csv(res / "calibration.csv")
     assert len(archs) == N and archs["arch_id"].is_unique
-    assert set(archs["family"]) == {"cmt_attn", "hire"}
+    assert set(archs["mixer"]) == {"cmt_attn", "hire"}
     ref_acc = {t.user_attrs["arch_id"]: t.values[0] for t in ref.trials}
     assert archs["reference"].tolist() == [ref_acc[a] for a in archs["arch_id"]]
     assert archs["reference_seed0"].tolist() == archs["reference"].tolist() and (archs["reference_spread"] == 0).all()

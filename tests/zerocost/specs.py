@@ -2,7 +2,14 @@
 parts as the family's seeds; ``widths`` and ``depth`` make wider or deeper siblings."""
 from hvsearch.arch import ModelSpec, StageSpec
 from hvsearch.families.cmt.config import CMTAttentionConfig, CMTHeadConfig, CMTStemConfig, IRFFNConfig
-from hvsearch.arch.common import ConvDownsampleConfig, ConvStemConfig, MlpFFNConfig, NoDownsampleConfig, NormPoolHeadConfig, PatchDownsampleConfig
+from hvsearch.arch.common import (
+    ConvDownsampleConfig,
+    ConvStemConfig,
+    MlpFFNConfig,
+    NoDownsampleConfig,
+    NormPoolHeadConfig,
+    PatchDownsampleConfig,
+)
 from hvsearch.families.container.config import ContainerMixerConfig
 from hvsearch.families.hire.config import HireMixerConfig
 from hvsearch.families.container.seeds import container_spec

@@ -7,7 +7,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from hvsearch.arch.components import Component, register_component, require, require_positive
+from hvsearch.arch.components import Component, register_component, require, require_hidden, require_positive
 
 
 @register_component("stem")
@@ -73,9 +73,7 @@ class IRFFNConfig(Component):
     ratio: float = 4.0
 
     def check(self, ctx, path):
-        require_positive(self.ratio, f"{path}.ratio")
-        require(int(ctx.dim * self.ratio) >= 1, f"{path}.ratio",
-                f"gives a hidden width below 1 at stage width {ctx.dim}", self.ratio)
+        require_hidden(self.ratio, ctx.dim, f"{path}.ratio")
 
 
 @register_component("head")

@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hvsearch.arch.components import hidden_width
 from hvsearch.families.cmt.config import CMTAttentionConfig, CMTHeadConfig, CMTStemConfig, IRFFNConfig
+from hvsearch.layers.base import HeadModule, MixerModule
 from hvsearch.layers.common import init_weights
 from hvsearch.layers.registry import register_module
 
@@ -59,7 +61,7 @@ class RelPosBias(nn.Module):
 
 
 @register_module("mixer", "cmt_attn")
-class CMTAttention(nn.Module):
+class CMTAttention(MixerModule):
     """Lightweight multi-head self-attention (the LPU is the block's position encoding)."""
 
     def __init__(self, cfg: CMTAttentionConfig, dim: int, ctx, shared: RelPosBias | None):
@@ -96,7 +98,7 @@ class CMTAttention(nn.Module):
 class IRFFN(nn.Module):
     def __init__(self, cfg: IRFFNConfig, dim: int, ctx):
         super().__init__()
-        hidden = int(dim * cfg.ratio)
+        hidden = hidden_width(dim, cfg.ratio)
         self.expand = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.GELU(), nn.BatchNorm2d(hidden))
         self.dw = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden)
         self.mid = nn.Sequential(nn.GELU(), nn.BatchNorm2d(hidden))
@@ -109,7 +111,9 @@ class IRFFN(nn.Module):
 
 
 @register_module("head", "cmt")
-class CMTHead(nn.Module):
+class CMTHead(HeadModule):
+    """1×1 conv to ``features`` channels → BN → SiLU → global average pool → dropout → linear."""
+
     def __init__(self, cfg: CMTHeadConfig, in_dim: int, num_classes: int):
         super().__init__()
         self.num_features = cfg.features
@@ -118,10 +122,5 @@ class CMTHead(nn.Module):
         self.reset(num_classes)
         init_weights(self.pre)
 
-    def reset(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        init_weights(self.fc)
-
-    def forward(self, x, pre_logits: bool = False):
-        x = self.pre(x).mean((2, 3))
-        return x if pre_logits else self.fc(self.drop(x))
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pre(x).mean((2, 3))

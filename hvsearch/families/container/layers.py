@@ -20,6 +20,7 @@ from timm.layers import trunc_normal_
 from torch import nn
 
 from hvsearch.families.container.config import ContainerMixerConfig
+from hvsearch.layers.base import MixerModule
 from hvsearch.layers.registry import register_module
 
 
@@ -46,8 +47,8 @@ def resize_affinity(table: torch.Tensor, build_size: tuple[int, int], size: tupl
 
 
 @register_module("mixer", "container")
-class ContainerMixer(nn.Module):
-    """Multi-head context aggregation (see :class:`hvsearch.families.container.config.ContainerMixer`)."""
+class ContainerMixer(MixerModule):
+    """Multi-head context aggregation (see :class:`~hvsearch.families.container.config.ContainerMixerConfig`)."""
 
     def __init__(self, cfg: ContainerMixerConfig, dim: int, ctx, shared=None):
         super().__init__()

@@ -29,7 +29,13 @@ Choices for the full model, none checkable against code:
 from __future__ import annotations
 
 from hvsearch.arch import ModelSpec, StageSpec
-from hvsearch.arch.common import MlpFFNConfig, NoDownsampleConfig, NormPoolHeadConfig, PatchDownsampleConfig, PatchStemConfig
+from hvsearch.arch.common import (
+    MlpFFNConfig,
+    NoDownsampleConfig,
+    NormPoolHeadConfig,
+    PatchDownsampleConfig,
+    PatchStemConfig,
+)
 from hvsearch.families.container.config import ContainerMixerConfig
 from hvsearch.models.catalog import register_seed
 

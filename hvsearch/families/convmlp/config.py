@@ -11,12 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hvsearch.arch.components import Component, register_component, require, require_positive
-
-
-def _check_hidden(ratio: float, dim: int, path: str) -> None:
-    require_positive(ratio, path)
-    require(int(dim * ratio) >= 1, path, f"gives a hidden width below 1 at stage width {dim}", ratio)
+from hvsearch.arch.components import Component, register_component, require, require_hidden
 
 
 @register_component("stem")
@@ -55,7 +50,7 @@ class ConvBottleneckConfig(Component):
     ratio: float = 2.0
 
     def check(self, ctx, path):
-        _check_hidden(self.ratio, ctx.dim, f"{path}.ratio")
+        require_hidden(self.ratio, ctx.dim, f"{path}.ratio")
 
 
 @register_component("mixer")
@@ -72,4 +67,4 @@ class ConvMLPMixerConfig(Component):
     ratio: float = 2.0
 
     def check(self, ctx, path):
-        _check_hidden(self.ratio, ctx.dim, f"{path}.ratio")
+        require_hidden(self.ratio, ctx.dim, f"{path}.ratio")

@@ -14,8 +14,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hvsearch.arch.components import hidden_width
 from hvsearch.arch.common import MlpFFNConfig
 from hvsearch.families.convmlp.config import ConvBottleneckConfig, ConvMLPMixerConfig, ConvMLPStemConfig
+from hvsearch.layers.base import MixerModule
 from hvsearch.layers.common import ConvBN, MlpFFN, init_weights
 from hvsearch.layers.registry import register_module
 
@@ -40,7 +42,7 @@ class ConvMLPStem(nn.Sequential):
 
 
 @register_module("mixer", "conv_bottleneck")
-class ConvBottleneck(nn.Module):
+class ConvBottleneck(MixerModule):
     """x + branch(x); the branch ends in ReLU (after its last BN), as in the official code."""
 
     owns_residual = True
@@ -49,7 +51,7 @@ class ConvBottleneck(nn.Module):
         super().__init__()
         # `norm` and `drop_path` are the block's generic ones; the official conv stage uses its
         # own BatchNorms and no stochastic depth, so both are deliberately unused.
-        hidden = int(dim * cfg.ratio)
+        hidden = hidden_width(dim, cfg.ratio)
         self.branch = nn.Sequential(
             ConvBN(dim, hidden, 1, act=nn.ReLU),
             ConvBN(hidden, hidden, 3, act=nn.ReLU),
@@ -62,7 +64,7 @@ class ConvBottleneck(nn.Module):
 
 
 @register_module("mixer", "convmlp")
-class ConvMLPMixer(nn.Module):
+class ConvMLPMixer(MixerModule):
     """x ← x + DropPath(MLP₁(norm(x))); return dw3×3(norm(x)). The block adds MLP₂ with its own
     residual. ``drop_path`` is the block's module (same rate for both MLPs, as in the official
     block)."""

@@ -9,7 +9,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from hvsearch.arch.components import Component, StageContext, register_component, require, require_positive
+from hvsearch.arch.components import (
+    Component,
+    StageContext,
+    register_component,
+    require,
+    require_hidden,
+    require_positive,
+)
 
 PAD_MODES = ("circular", "zeros")
 
@@ -73,9 +80,7 @@ class HireMixerConfig(Component):
                 self.step_dilation)
         require(self.pad_mode in PAD_MODES, f"{path}.pad_mode", f"must be one of {', '.join(PAD_MODES)}",
                 self.pad_mode)
-        require_positive(self.hidden_ratio, f"{path}.hidden_ratio")
-        require(int(ctx.dim * self.hidden_ratio) >= 1, f"{path}.hidden_ratio",
-                f"gives an inner-region hidden width below 1 at stage width {ctx.dim}", self.hidden_ratio)
+        require_hidden(self.hidden_ratio, ctx.dim, f"{path}.hidden_ratio", "an inner-region hidden width")
         # The split-attention MLP squeezes C to C // 4 channels.
         require(ctx.dim >= 4, f"{ctx.path}.width",
                 "must be >= 4 for a `hire` mixer (its reweighting MLP is C // 4 wide)", ctx.dim)

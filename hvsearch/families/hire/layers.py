@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hvsearch.arch.components import hidden_width
 from hvsearch.families.hire.config import HireMixerConfig
+from hvsearch.layers.base import MixerModule
 from hvsearch.layers.common import init_weights
 from hvsearch.layers.registry import register_module
 
@@ -63,7 +65,7 @@ def _region_mlp(dim: int, p: int, hidden: int) -> nn.Sequential:
 
 
 @register_module("mixer", "hire")
-class HireMixer(nn.Module):
+class HireMixer(MixerModule):
     """Hire module: H-branch and W-branch inner-region MLPs (with this block's cross-region
     shift), a channel FC branch, split-attention reweighting of the three, 1×1 projection."""
 
@@ -71,7 +73,7 @@ class HireMixer(nn.Module):
         super().__init__()
         self.region, self.pad_mode = cfg.region, cfg.pad_mode
         self.shift = cfg.shift(ctx.block)
-        hidden = int(dim * cfg.hidden_ratio)
+        hidden = hidden_width(dim, cfg.hidden_ratio)
         self.mlp_h = _region_mlp(dim, cfg.region, hidden)
         self.mlp_w = _region_mlp(dim, cfg.region, hidden)
         self.mlp_c = nn.Conv2d(dim, dim, 1)

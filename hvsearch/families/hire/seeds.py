@@ -9,7 +9,13 @@ the 28/14/7 maps at 224 px, so the circular region padding is active in stages 2
 from __future__ import annotations
 
 from hvsearch.arch import ModelSpec, StageSpec
-from hvsearch.arch.common import ConvDownsampleConfig, ConvStemConfig, MlpFFNConfig, NoDownsampleConfig, NormPoolHeadConfig
+from hvsearch.arch.common import (
+    ConvDownsampleConfig,
+    ConvStemConfig,
+    MlpFFNConfig,
+    NoDownsampleConfig,
+    NormPoolHeadConfig,
+)
 from hvsearch.families.hire.config import HireMixerConfig
 from hvsearch.models.catalog import register_seed
 

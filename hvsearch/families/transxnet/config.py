@@ -12,7 +12,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from hvsearch.arch.components import Component, StageContext, register_component, require, require_positive
+from hvsearch.arch.components import (
+    Component,
+    StageContext,
+    hidden_width,
+    register_component,
+    require,
+    require_positive,
+)
 
 MSFFN_KERNELS = (1, 3, 5, 7)
 # IDConv squeezes its C/2 input channels by this factor before predicting the kernel attention.
@@ -93,7 +100,7 @@ class MSFFNConfig(Component):
     ratio: float = 4.0
 
     def hidden(self, dim: int) -> int:
-        return int(dim * self.ratio)
+        return hidden_width(dim, self.ratio)
 
     def check(self, ctx, path):
         require_positive(self.ratio, f"{path}.ratio")

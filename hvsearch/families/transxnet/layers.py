@@ -13,6 +13,7 @@ from timm.layers import trunc_normal_
 from torch import nn
 
 from hvsearch.families.transxnet.config import IDCONV_REDUCTION, MSFFN_KERNELS, DMixerConfig, MSFFNConfig
+from hvsearch.layers.base import MixerModule
 from hvsearch.layers.common import init_weights
 from hvsearch.layers.registry import register_module
 
@@ -128,7 +129,7 @@ class OSRA(nn.Module):
 
 
 @register_module("mixer", "dmixer")
-class DMixer(nn.Module):
+class DMixer(MixerModule):
     """IDConv on the first half of the channels, OSRA on the second, then the squeezed token
     enhancer (STE): y = x + [dw3×3 → GELU → BN → 1×1 squeeze → GELU → BN → 1×1 → BN](x)."""
 
