@@ -20,6 +20,30 @@ def _seed_torch():
     yield
 
 
+@pytest.fixture
+def fit_batch():
+    """The tests' tiny training loop: ``fit_batch(model, x, y, steps, lr)`` puts the model in train
+    mode, takes ``steps`` AdamW steps of cross-entropy on the one batch ``(x, y)`` and returns the
+    losses (the last step's gradients stay on the parameters)."""
+
+    def run(model, x, y, steps: int, lr: float = 2e-3) -> list[float]:
+        import torch
+        import torch.nn.functional as F
+
+        opt = torch.optim.AdamW(model.parameters(), lr=lr)
+        model.train()
+        losses = []
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return losses
+
+    return run
+
+
 # Shared by the tests that run searches in a subprocess (tests/search, tests/scaling).
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:

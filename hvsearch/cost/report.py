@@ -6,6 +6,7 @@ import json
 import pandas as pd
 
 from hvsearch.arch import ModelSpec
+from hvsearch.families import family
 from hvsearch.models.catalog import get_seed, seed_names
 
 
@@ -23,7 +24,7 @@ def seeds_table(progress: bool = False) -> pd.DataFrame:
         cost = count_spec(seed.spec)
         rows.append({
             "name": name,
-            "family": seed.family,
+            "family": family(seed.family).TITLE,
             "res": seed.spec.resolution,
             "params_M": cost.params_m,
             "GFLOPs": cost.gflops,

@@ -231,19 +231,12 @@ def hybrid_spec() -> ModelSpec:
     )
 
 
-def test_hybrid_container_cmt_model_trains():
+def test_hybrid_container_cmt_model_trains(fit_batch):
     model = HybridBackbone(hybrid_spec()).train()
     assert model.spec.families == ("container", "cmt", "container", "container")
     x = torch.randn(8, 3, 64, 64)
     y = torch.arange(8) % 3
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(10):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_batch(model, x, y, steps=10, lr=2e-3)
     assert losses[-1] < 0.6 * losses[0], losses
     gates = [m.alpha for m in model.modules() if isinstance(m, ContainerMixer) and m.alpha is not None]
     assert len(gates) == 3 and all(g.item() != 0.0 for g in gates)  # the gates moved

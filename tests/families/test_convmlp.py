@@ -211,7 +211,7 @@ def test_seed_spec_round_trips_and_knobs_change_the_network():
 
 # ---- a mixed model trains ---------------------------------------------------------------------
 
-def test_convmlp_cmt_hybrid_trains():
+def test_convmlp_cmt_hybrid_trains(fit_batch):
     spec = ModelSpec(
         stem=ConvMLPStemConfig(width=16),
         stages=(
@@ -229,14 +229,7 @@ def test_convmlp_cmt_hybrid_trains():
     assert spec.families == ("convmlp", "convmlp", "cmt", "cmt")
     model = HybridBackbone(spec).train()
     x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 4
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(15):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_batch(model, x, y, steps=15, lr=3e-3)
     assert all(math.isfinite(v) for v in losses)
     assert losses[0] == pytest.approx(math.log(4), rel=0.3)
     assert sum(losses[-3:]) / 3 < 0.25 * losses[0], losses

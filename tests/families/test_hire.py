@@ -243,7 +243,7 @@ def test_width_too_small_for_reweighting():
                               "wide), got 2")
 
 
-def test_hybrid_hire_cmt_model_trains():
+def test_hybrid_hire_cmt_model_trains(fit_batch):
     """Stage 1 Hire-MLP (BN, conv stem), stages 2-4 CMT attention (LN, LPU, patch embeds)."""
     torch.manual_seed(0)
     stages = (
@@ -263,15 +263,7 @@ def test_hybrid_hire_cmt_model_trains():
     model = HybridBackbone(spec)
     assert isinstance(model.stages[0].blocks[1].mixer, HireMixer) and model.stages[0].blocks[1].mixer.shift == 1
     x, y = torch.randn(8, 3, 64, 64), torch.arange(8) % 4
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    losses = []
-    model.train()
-    for _ in range(12):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_batch(model, x, y, steps=12, lr=2e-3)
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < 0.5 * losses[0], losses
     model.eval()

@@ -44,10 +44,11 @@ def tiny_with(mixer_type: str) -> ModelSpec:
 
 
 def test_the_shipped_families_are_discovered_with_all_their_parts():
-    assert families.family_names() == ("cmt", "container", "convmlp", "hire", "transxnet")
+    # the five shipped ones (a family on PYTHONPATH may add to them: test_new_family.py)
+    assert set(families.family_names()) >= {"cmt", "container", "convmlp", "hire", "transxnet"}
     for name in families.family_names():
         for part in families.PARTS:
-            assert importlib.util.find_spec(f"hvsearch.families.{name}.{part}") is not None, (name, part)
+            assert importlib.util.find_spec(f"{families.family(name).__name__}.{part}") is not None, (name, part)
         # the torch-free seed names are the seeds the family registers, in order
         assert [s for s in seed_names() if get_seed(s).family == name] == list(families.family(name).SEEDS)
 

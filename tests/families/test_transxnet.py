@@ -268,21 +268,13 @@ def test_rel_pos_is_shared_by_a_stage_and_counted_once():
     assert _n_params(model.stages[0]) == 3 * per_block + n_rel
 
 
-def test_mixed_transxnet_cmt_model_trains_and_runs_at_other_sizes():
+def test_mixed_transxnet_cmt_model_trains_and_runs_at_other_sizes(fit_batch):
     spec = ModelSpec.from_dict(_tiny())
     model = HybridBackbone(spec)
     cost = count(model, 64)
     assert set(cost.free_ops) <= FREE_OPS and cost.flops > 0
     x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 3])
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    model.train()
-    losses = []
-    for _ in range(8):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_batch(model, x, y, steps=8, lr=2e-3)
     assert losses[-1] < 0.7 * losses[0], losses
     grads = {n: p.grad for n, p in model.named_parameters()}
     assert grads["stages.0.shared.bias"].abs().sum() > 0

@@ -1,6 +1,5 @@
 """Any mixer at any stage: one model whose four stages come from four different families."""
 import torch
-import torch.nn.functional as F
 
 from hvsearch.arch import ModelSpec
 from hvsearch.cost import FREE_OPS, count_spec
@@ -24,7 +23,7 @@ FOUR_FAMILIES = {
 }
 
 
-def test_four_families_in_one_model_train_and_are_counted():
+def test_four_families_in_one_model_train_and_are_counted(fit_batch):
     spec = ModelSpec.from_dict(FOUR_FAMILIES)
     assert spec.families == ("hire", "container", "transxnet", "cmt")
     cost = count_spec(spec)
@@ -38,12 +37,5 @@ def test_four_families_in_one_model_train_and_are_counted():
     for i, label in enumerate(y.tolist()):
         r, c = divmod(label, 2)
         x[i, :, 16 * r: 16 * r + 16, 16 * c: 16 * c + 16] += 1.0
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(25):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_batch(model, x, y, steps=25, lr=3e-3)
     assert sum(losses[-3:]) / 3 < 0.5 * losses[0], losses

@@ -2,4 +2,5 @@
 conv tokenizer (``convmlp`` stem), conv bottleneck stages (``conv_bottleneck``) and
 channel-MLP/depthwise-conv blocks (``convmlp``)."""
 
+TITLE = "ConvMLP"  # how tables name the family
 SEEDS = ("convmlp_s", "convmlp_m", "convmlp_l")
