@@ -169,7 +169,8 @@ class ModelSpec:
                 len(self.stages))
         require(isinstance(self.resolution, int) and self.resolution > 0, "resolution",
                 "must be a positive integer", self.resolution)
-        require_positive(self.num_classes, "num_classes")
+        require(is_int(self.num_classes) and self.num_classes >= 0, "num_classes",
+                "must be an integer >= 0 (0: no classifier, the pooled features come out)", self.num_classes)
         require(self.in_chans >= 1, "in_chans", "must be >= 1", self.in_chans)
         require(0.0 <= self.drop_path_rate < 1.0, "drop_path_rate", "must be in [0, 1)",
                 self.drop_path_rate)

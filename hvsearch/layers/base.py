@@ -40,29 +40,49 @@ class MixerModule(nn.Module, metaclass=abc.ABCMeta):
     def forward(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
-class HeadModule(nn.Module, metaclass=abc.ABCMeta):
-    """A classifier head: ``Cls(cfg, in_dim, num_classes)``; pools the last map to
-    ``num_features`` (:meth:`pool`), then dropout and the linear classifier ``fc`` (none when
-    ``num_classes`` is 0). A subclass sets ``num_features`` and ``drop`` and calls
-    :meth:`reset` in its ``__init__``."""
+GLOBAL_POOLS = ("avg", "max", "")
 
-    num_features: int
-    fc: nn.Module
-    drop: nn.Module
+
+class HeadModule(nn.Module, metaclass=abc.ABCMeta):
+    """A classifier head: ``Cls(cfg, in_dim, num_classes, global_pool="avg")``.
+
+    :meth:`features` turns the last stage's map into the head's own map of ``num_features``
+    channels (a norm, or CMT's 1×1 conv to 1280), ``global_pool`` pools it (``avg``, ``max``, or
+    ``""``: none, the map comes out), then dropout and the linear classifier ``fc`` (none when
+    ``num_classes`` is 0, so the pooled features come out). A subclass sets ``num_features`` and
+    ``drop`` and calls :meth:`reset` in its ``__init__``."""
+
+    # set by the subclass / reset: num_features (int), drop and fc (modules), global_pool (str);
+    # not declared as class annotations, which TorchScript would read as attribute types
 
     @abc.abstractmethod
-    def pool(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) map → (B, num_features) pre-logits."""
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) map → (B, num_features, H, W) before pooling."""
 
-    def reset(self, num_classes: int) -> None:
-        """A new classifier for ``num_classes`` (0: none, the pooled features come out)."""
+    def reset(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier for ``num_classes`` (0: none) and, if given, a new pooling."""
+        from hvsearch.errors import SpecError
         from hvsearch.layers.common import init_weights
 
+        pool = getattr(self, "global_pool", "avg") if global_pool is None else global_pool
+        if pool not in GLOBAL_POOLS:
+            raise SpecError("global_pool", f"must be one of {', '.join(map(repr, GLOBAL_POOLS))}", pool)
+        if not pool and num_classes > 0:
+            raise SpecError("global_pool", "'' (no pooling) needs num_classes=0: a classifier needs pooled "
+                            "features", pool)
+        self.global_pool = pool
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         init_weights(self.fc)
 
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        if self.global_pool == "avg":
+            return x.mean((2, 3))
+        if self.global_pool == "max":
+            return x.amax((2, 3))
+        return x
+
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.pool(x)
+        x = self.pool(self.features(x))
         return x if pre_logits else self.fc(self.drop(x))
 
 

@@ -137,12 +137,12 @@ class MlpFFN(nn.Sequential):
 class NormPoolHead(HeadModule):
     """norm → global average pool → dropout → linear classifier."""
 
-    def __init__(self, cfg: NormPoolHeadConfig, in_dim: int, num_classes: int):
+    def __init__(self, cfg: NormPoolHeadConfig, in_dim: int, num_classes: int, global_pool: str = "avg"):
         super().__init__()
         self.num_features = in_dim
         self.norm = make_norm(cfg.norm, in_dim)
         self.drop = nn.Dropout(cfg.dropout)
-        self.reset(num_classes)
+        self.reset(num_classes, global_pool)
 
-    def pool(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x).mean((2, 3))
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)

@@ -12,13 +12,15 @@ line. Maps are NCHW between all parts. The model follows timm's conventions: ``f
 ``forward_head``, ``feature_info`` (channels, reduction, module per pyramid level),
 ``reset_classifier``, and a features-only mode returning the 4 pyramid levels (strides 4–32).
 """
-from __future__ import annotations
 
 import dataclasses
 from typing import Sequence
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint_sequential
+
+from timm.models._features import feature_take_indices
 
 from hvsearch.arch import ModelSpec, StageContext, StageSpec
 from hvsearch.layers import LayerScale2d, build, get_module, make_norm
@@ -56,6 +58,7 @@ class Block(nn.Module):
         if self.owns_residual:
             self.mixer = mixer_cls(stage.mixer, dim, ctx, shared,
                                    norm=lambda: make_norm(stage.norm, dim, stage.norm_eps), drop_path=drop)
+            self.norm1 = self.ls1 = nn.Identity()  # unused; defined for TorchScript, which compiles both paths
         else:
             self.norm1 = make_norm(stage.norm, dim, stage.norm_eps)
             self.mixer = mixer_cls(stage.mixer, dim, ctx, shared)
@@ -65,6 +68,8 @@ class Block(nn.Module):
             self.norm2 = make_norm(stage.norm, dim, stage.norm_eps)
             self.ffn = build("ffn", stage.ffn, dim, ctx)
             self.ls2 = LayerScale2d(dim, stage.layer_scale) if stage.layer_scale else nn.Identity()
+        else:
+            self.norm2 = self.ffn = self.ls2 = nn.Identity()  # unused (see norm1 above)
         self.drop_path = drop
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,53 +98,55 @@ class Stage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
         if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-            from torch.utils.checkpoint import checkpoint_sequential
             return checkpoint_sequential(self.blocks, len(self.blocks), x, use_reentrant=False)
         return self.blocks(x)
 
 
 class HybridBackbone(nn.Module):
-    """A backbone built from a validated :class:`ModelSpec`.
+    """A backbone built from a validated :class:`ModelSpec`, with timm's model interface.
 
     Args:
         spec: the architecture (validated here).
-        num_classes: override ``spec.num_classes`` (0 = no classifier, pooled features out).
-        features_only: return the list of pyramid maps of ``out_indices`` instead of logits.
-        out_indices: which of the 4 stages to return in features-only mode.
+        num_classes: override ``spec.num_classes`` (0 = no classifier: pooled features out).
+        global_pool: ``avg`` (default), ``max`` or ``""`` (no pooling: with ``num_classes=0`` the
+            head's map comes out).
         drop_path_rate: override ``spec.drop_path_rate``.
+        in_chans: override ``spec.in_chans``.
+
+    ``num_features`` is the channel count of :meth:`forward_features` (the last stage's width),
+    ``head_hidden_size`` that of the pre-logits (:meth:`forward_head` with ``pre_logits=True``):
+    they differ where the head widens (CMT's 1×1 conv to 1280).
     """
 
-    def __init__(self, spec: ModelSpec, num_classes: int | None = None, features_only: bool = False,
-                 out_indices: Sequence[int] = (0, 1, 2, 3), drop_path_rate: float | None = None,
-                 in_chans: int | None = None):
+    def __init__(self, spec: ModelSpec, num_classes: int | None = None, global_pool: str = "avg",
+                 drop_path_rate: float | None = None, in_chans: int | None = None):
         super().__init__()
         changes = {k: v for k, v in (("num_classes", num_classes), ("drop_path_rate", drop_path_rate),
                                      ("in_chans", in_chans)) if v is not None}
         spec = spec.replace(**changes).validate() if changes else spec.validate()
         self.spec = spec
         self.num_classes = spec.num_classes
-        self.features_only = features_only
-        self.out_indices = tuple(out_indices)
         self.stem = build("stem", spec.stem, spec.in_chans)
         ctxs = spec.stage_contexts()
-        self.stages = nn.ModuleList()
+        self.stages = nn.Sequential()
         self.feature_info = []
         for ctx, st, dprs in zip(ctxs, spec.stages, drop_path_rates(spec)):
             self.stages.append(Stage(st, ctx, ctx.in_dim, dprs))
             self.feature_info.append({"num_chs": st.width, "reduction": ctx.stride, "module": f"stages.{ctx.index}"})
-        if features_only:
-            self.feature_info = [self.feature_info[i] for i in self.out_indices]
-            self.head = None
-            self.num_features = spec.stages[-1].width
-        else:
-            self.head = build("head", spec.head, spec.stages[-1].width, spec.num_classes)
-            self.num_features = self.head_hidden_size = self.head.num_features
+        self.num_features = spec.stages[-1].width
+        self.head = build("head", spec.head, spec.stages[-1].width, spec.num_classes, global_pool=global_pool)
+        self.head_hidden_size = self.head.num_features
 
     # ---- timm conventions --------------------------------------------------------------------
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         # stage-shared tables (position biases) are registered first under `stages.i.shared`
         return {n for n, _ in self.named_parameters() if ".shared." in n or ".ls1." in n or ".ls2." in n}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return {"stem": r"^stem", "blocks": r"^stages\.(\d+)" if coarse else [(r"^stages\.(\d+)\.blocks\.(\d+)", None),
+                                                                           (r"^stages\.(\d+)", (0,))]}
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -151,18 +158,43 @@ class HybridBackbone(nn.Module):
         return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier for ``num_classes`` (0: none); ``global_pool=""`` also drops the pooling."""
+        self.head.reset(num_classes, global_pool)
         self.num_classes = num_classes
-        self.head.reset(num_classes)
 
     # ---- forward -----------------------------------------------------------------------------
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every stage's output map (the pyramid), strides 4, 8, 16, 32."""
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW",
+                              intermediates_only: bool = False):
+        """timm's interface: the stages' output maps (strides 4, 8, 16, 32) of ``indices`` (a list
+        of stages, or an int n: the last n; default all) and the final features.
+
+        Returns ``(final, intermediates)``, or only the list with ``intermediates_only``.
+        ``stop_early`` stops after the last stage asked for (``final`` is then that stage's map).
+        ``norm`` is accepted for the interface: the backbone has no final norm (it is the head's)."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW' (the backbone's maps are NCHW), got {output_fmt!r}")
+        take, last = feature_take_indices(len(self.stages), indices)
+        intermediates = []
         x = self.stem(x)
-        out = []
-        for stage in self.stages:
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:last + 1]
+        for i, stage in enumerate(stages):
             x = stage(x)
-            out.append(x)
-        return out
+            if i in take:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the stages after the last of ``indices`` (and the classifier and pooling with
+        ``prune_head``); returns the kept indices (timm's interface)."""
+        take, last = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[:last + 1]
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -173,12 +205,23 @@ class HybridBackbone(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)
 
-    def forward(self, x: torch.Tensor):
-        if self.features_only:
-            feats = self.forward_intermediates(x)
-            return [feats[i] for i in self.out_indices]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
 
-def build_model(spec: ModelSpec, **kwargs) -> HybridBackbone:
-    return HybridBackbone(spec, **kwargs)
+def build_model(spec: ModelSpec, features_only: bool = False, out_indices: Sequence[int] = (0, 1, 2, 3),
+                feature_cls: str = "getter", **kwargs) -> nn.Module:
+    """The model of ``spec`` (:class:`HybridBackbone` keyword arguments); ``features_only``
+    returns the maps of the stages ``out_indices`` (strides 4–32) through timm's feature wrapper
+    ``feature_cls`` (``getter``: :meth:`HybridBackbone.forward_intermediates`; ``list``, ``dict``,
+    ``hook``), as ``timm.create_model(..., features_only=True)`` does."""
+    model = HybridBackbone(spec, **kwargs)
+    if not features_only:
+        return model
+    from timm.models._features import FeatureDictNet, FeatureGetterNet, FeatureHookNet, FeatureListNet
+
+    classes = {"getter": FeatureGetterNet, "list": FeatureListNet, "dict": FeatureDictNet, "hook": FeatureHookNet}
+    if feature_cls not in classes:
+        raise ValueError(f"feature_cls must be one of {', '.join(classes)}, got {feature_cls!r}")
+    extra = {} if feature_cls == "getter" else {"flatten_sequential": True}
+    return classes[feature_cls](model, out_indices=tuple(out_indices), **extra)

@@ -73,7 +73,55 @@ def register_seed(name: str, family: str, spec_fn: Callable[[], ModelSpec], **re
     return seed
 
 
+#: timm reads the registering module's ``default_cfgs`` when a model registers (the seeds' cfgs)
+default_cfgs: dict[str, dict] = {}
+_WEIGHT_KEYS = ("file", "url", "hf_hub_id", "state_dict")
+
+
+def pretrained_cfg(spec: ModelSpec) -> dict:
+    """timm's pretrained cfg of an architecture (no weights): its input size, the pooled map at
+    stride 32, normalisation (ImageNet's for 3 channels, 0.5/0.5 otherwise), the names of its
+    first conv and its classifier."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    r, c = spec.resolution, spec.in_chans
+    mean, std = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD) if c == 3 else ((0.5,) * c, (0.5,) * c)
+    return dict(url="", num_classes=spec.num_classes, input_size=(c, r, r), pool_size=(r // 32, r // 32),
+                min_input_size=(c, 32, 32), crop_pct=0.9, interpolation="bicubic", mean=mean, std=std,
+                first_conv=_first_conv(spec), classifier="head.fc", license="apache-2.0")
+
+
+def _first_conv(spec: ModelSpec) -> str:
+    import torch
+    from torch import nn
+
+    from hvsearch.layers import build
+
+    with torch.device("meta"):
+        stem = build("stem", spec.stem, spec.in_chans)
+    return next(f"stem.{name}" for name, m in stem.named_modules() if isinstance(m, nn.Conv2d))
+
+
+def _create(timm_name: str, spec: ModelSpec, pretrained: bool, kwargs: dict):
+    """Build through timm's ``build_model_with_cfg``: the cfg, ``features_only`` (its feature
+    wrappers; ``feature_cls="getter"`` by default, over :meth:`forward_intermediates`), and
+    weights from a file of one's own (``pretrained=True, pretrained_cfg_overlay=dict(file=...)``)."""
+    from timm.models import build_model_with_cfg
+
+    from hvsearch.models.backbone import HybridBackbone
+
+    cfg = kwargs.pop("pretrained_cfg", None) or pretrained_cfg(spec)
+    overlay = kwargs.pop("pretrained_cfg_overlay", None) or {}
+    if pretrained and not any(overlay.get(k) or (isinstance(cfg, dict) and cfg.get(k)) for k in _WEIGHT_KEYS):
+        raise RegistryError(f"{timm_name}: hvsearch ships no pretrained weights; load your own with "
+                            "pretrained=True, pretrained_cfg_overlay=dict(file='model.safetensors')")
+    return build_model_with_cfg(HybridBackbone, timm_name, pretrained, pretrained_cfg=cfg,
+                                pretrained_cfg_overlay=overlay, feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3), flatten_sequential=True),
+                                spec=spec, **kwargs)
+
+
 def _register_timm(seed: Seed) -> None:
+    default_cfgs[TIMM_PREFIX + seed.name] = pretrained_cfg(seed.spec)
     register_arch(seed.name, lambda: seed.spec)
 
 
@@ -85,13 +133,7 @@ def register_arch(name: str, spec_fn: Callable[[], ModelSpec]) -> str:
         raise RegistryError(f"{timm_name} is already registered in timm")
 
     def entry(pretrained: bool = False, **kwargs):
-        from hvsearch.models.backbone import HybridBackbone
-
-        if pretrained:
-            raise RegistryError(f"{timm_name}: hvsearch ships no pretrained weights")
-        for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):  # timm's own
-            kwargs.pop(key, None)
-        return HybridBackbone(spec_fn(), **kwargs)
+        return _create(timm_name, spec_fn(), pretrained, kwargs)
 
     entry.__name__ = entry.__qualname__ = timm_name
     entry.__module__ = __name__
@@ -104,16 +146,11 @@ def register_arch(name: str, spec_fn: Callable[[], ModelSpec]) -> str:
 def hvs_arch(pretrained: bool = False, arch: "str | ModelSpec | None" = None, **kwargs):
     """Any architecture: ``timm.create_model("hvs_arch", arch="best.yaml")`` (a file, a seed name,
     ``STUDY:best`` / ``STUDY:<n>`` or a ModelSpec; see :mod:`hvsearch.arch_ref`)."""
-    from hvsearch.models.backbone import HybridBackbone
     from hvsearch.arch_ref import resolve
 
     if arch is None:
         raise RegistryError("hvs_arch needs arch=<architecture file, seed name, STUDY:best or ModelSpec>")
-    if pretrained:
-        raise RegistryError("hvs_arch: hvsearch ships no pretrained weights")
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(key, None)
-    return HybridBackbone(resolve(arch), **kwargs)
+    return _create("hvs_arch", resolve(arch), pretrained, kwargs)
 
 
 def seed_names() -> list[str]:

@@ -242,5 +242,5 @@ def test_hybrid_container_cmt_model_trains(fit_batch):
     assert len(gates) == 3 and all(g.item() != 0.0 for g in gates)  # the gates moved
     model.eval()
     with torch.no_grad():
-        feats = model.forward_intermediates(torch.randn(1, 3, 96, 64))  # not the build size
+        feats = model.forward_intermediates(torch.randn(1, 3, 96, 64), intermediates_only=True)  # not the build size
     assert [f.shape[-2:] for f in feats] == [(24, 16), (12, 8), (6, 4), (3, 2)]

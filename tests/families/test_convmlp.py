@@ -89,7 +89,8 @@ def test_conv_stage_has_no_drop_path_and_no_norm():
     model = HybridBackbone(spec).train()
     stage0 = model.stages[0]
     assert not any(isinstance(m, (DropPath, nn.LayerNorm)) for b in stage0.blocks for m in b.mixer.modules())
-    assert not any(hasattr(b, "norm1") or hasattr(b, "norm2") for b in stage0.blocks)
+    # the block's norms are Identity placeholders (for TorchScript) without parameters
+    assert all(isinstance(b.norm1, nn.Identity) and isinstance(b.norm2, nn.Identity) for b in stage0.blocks)
     x = torch.randn(2, 64, 8, 8)
     torch.testing.assert_close(stage0(x), stage0(x))  # deterministic under drop-path 0.5 in train
     # ... while the MLP stage behind it is stochastic (block 1 of stage 1 drops with p=0.5).

@@ -96,8 +96,8 @@ def test_branches_and_mixer_match_per_region_reference(shape, region, block, pad
     m = _module(dim=shape[1], region=region, block=block, pad_mode=pad_mode)
     x = torch.randn(*shape, dtype=torch.float64)
     with torch.no_grad():
-        h = m.branch(x, ROWS, m.mlp_h)
-        w = m.branch(x, COLS, m.mlp_w)
+        h = m.branch(x, ROWS)
+        w = m.branch(x, COLS)
         torch.testing.assert_close(h, reference_rows(x, m.mlp_h, region, m.shift, pad_mode))
         torch.testing.assert_close(w, reference_cols(x, m.mlp_w, region, m.shift, pad_mode))
         out = m(x)
@@ -138,11 +138,11 @@ def test_shift_is_a_roll_that_is_undone():
     assert (shifted.shift, plain.shift) == (2, 0)
     x = torch.randn(2, 4, 6, 9, dtype=torch.float64)
     with torch.no_grad():
-        for axis, name in ((ROWS, "mlp_h"), (COLS, "mlp_w")):
-            got = shifted.branch(x, axis, getattr(shifted, name))
-            want = torch.roll(plain.branch(torch.roll(x, 2, axis), axis, getattr(plain, name)), -2, axis)
+        for axis in (ROWS, COLS):
+            got = shifted.branch(x, axis)
+            want = torch.roll(plain.branch(torch.roll(x, 2, axis), axis), -2, axis)
             torch.testing.assert_close(got, want)
-            assert not torch.allclose(got, plain.branch(x, axis, getattr(plain, name)))
+            assert not torch.allclose(got, plain.branch(x, axis))
 
 
 def test_padding_path_keeps_shape_and_backprops():

@@ -13,7 +13,7 @@ from hvsearch.cost import FREE_OPS, count
 from hvsearch.cost.flops import EXTRA_HANDLES
 from hvsearch.errors import SpecError
 from hvsearch.families.transxnet.layers import DMixer, IDConv, MSFFN, MultiScaleDWConv
-from hvsearch.models import HybridBackbone
+from hvsearch.models import HybridBackbone, build_model
 
 
 def _ctx(dim, size=14, index=0):
@@ -282,5 +282,5 @@ def test_mixed_transxnet_cmt_model_trains_and_runs_at_other_sizes(fit_batch):
     model.eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 96, 128)).shape == (1, 5)
-        feats = HybridBackbone(spec, features_only=True).eval()(torch.randn(1, 3, 80, 96))
+        feats = build_model(spec, features_only=True).eval()(torch.randn(1, 3, 80, 96))
     assert [f.shape[-2:] for f in feats] == [(20, 24), (10, 12), (5, 6), (2, 3)]

@@ -41,10 +41,9 @@ def test_pyramid_non_square(name):
     h, w = 160, 224
     with torch.no_grad():
         feats = model(torch.randn(1, 3, h, w))
-    assert [f["reduction"] for f in model.feature_info] == [4, 8, 16, 32]
-    for f, info in zip(feats, model.feature_info):
-        r = info["reduction"]
-        assert f.shape == (1, info["num_chs"], h // r, w // r)
+    assert model.feature_info.reduction() == [4, 8, 16, 32]
+    for f, c, r in zip(feats, model.feature_info.channels(), model.feature_info.reduction()):
+        assert f.shape == (1, c, h // r, w // r)
 
 
 def test_forward_features_and_head_split():
@@ -54,7 +53,7 @@ def test_forward_features_and_head_split():
         feats = model.forward_features(x)
         assert feats.shape[1] == model.spec.stages[-1].width
         pre = model.forward_head(feats, pre_logits=True)
-        assert pre.shape == (2, model.num_features)
+        assert feats.shape[1] == model.num_features and pre.shape == (2, model.head_hidden_size)
         torch.testing.assert_close(model.forward_head(feats), model(x))
     model.reset_classifier(3)
     assert model(x).shape == (2, 3)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_module
 from torch import nn
 
 from hvsearch.arch.components import hidden_width
@@ -30,6 +31,7 @@ class CMTStem(nn.Sequential):
         init_weights(self)
 
 
+@register_notrace_module  # FX: a leaf (it branches on the run-time size)
 class RelPosBias(nn.Module):
     """A learnable bias per (head, query position, key position), built for one feature size.
 
@@ -87,7 +89,7 @@ class CMTAttention(MixerModule):
         q = self.q(x.flatten(2).transpose(1, 2)).view(B, H * W, h, d).transpose(1, 2)
         r = self.reduce(x)
         kh, kw = r.shape[-2:]
-        k, v = self.kv(r.flatten(2).transpose(1, 2)).view(B, kh * kw, 2, h, d).permute(2, 0, 3, 1, 4)
+        k, v = self.kv(r.flatten(2).transpose(1, 2)).view(B, kh * kw, 2, h, d).permute(2, 0, 3, 1, 4).unbind(0)
         bias = None if self.rel_pos is None else self.rel_pos((H, W), (kh, kw)).unsqueeze(0).to(q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         out = self.proj(out.transpose(1, 2).reshape(B, H * W, C))
@@ -114,13 +116,13 @@ class IRFFN(nn.Module):
 class CMTHead(HeadModule):
     """1×1 conv to ``features`` channels → BN → SiLU → global average pool → dropout → linear."""
 
-    def __init__(self, cfg: CMTHeadConfig, in_dim: int, num_classes: int):
+    def __init__(self, cfg: CMTHeadConfig, in_dim: int, num_classes: int, global_pool: str = "avg"):
         super().__init__()
         self.num_features = cfg.features
         self.pre = nn.Sequential(nn.Conv2d(in_dim, cfg.features, 1), nn.BatchNorm2d(cfg.features), nn.SiLU())
         self.drop = nn.Dropout(cfg.dropout)
-        self.reset(num_classes)
+        self.reset(num_classes, global_pool)
         init_weights(self.pre)
 
-    def pool(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pre(x).mean((2, 3))
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pre(x)

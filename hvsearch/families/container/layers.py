@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
+from timm.layers import register_notrace_function, trunc_normal_
 from torch import nn
 
 from hvsearch.families.container.config import ContainerMixerConfig
@@ -24,6 +24,7 @@ from hvsearch.layers.base import MixerModule
 from hvsearch.layers.registry import register_module
 
 
+@register_notrace_function  # FX: kept as a call (it branches on the run-time size)
 def resize_affinity(table: torch.Tensor, build_size: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
     """Resize a (heads, N_q, N_k) affinity built on a ``build_size`` grid to a ``size`` grid.
 
@@ -57,10 +58,10 @@ class ContainerMixer(MixerModule):
         # Queries and keys exist only for the attention; the values are always the last C channels.
         self.proj_in = nn.Conv2d(dim, 3 * dim if cfg.dynamic else dim, 1)
         self.static_conv = self.static_affinity = None
+        self.build_size = (ctx.height, ctx.width)  # the static affinity's table size
         if cfg.static == "dwconv":
             self.static_conv = nn.Conv2d(dim, dim, cfg.kernel, 1, cfg.kernel // 2, groups=dim)
         elif cfg.static == "mlp":
-            self.build_size = (ctx.height, ctx.width)
             n = ctx.height * ctx.width
             # A dense token-mixing matrix is a Linear layer over tokens; Container initialises its
             # Linear layers trunc-normal 0.02, so this gets the same. Stored as (heads, N_q, N_k).
@@ -73,7 +74,9 @@ class ContainerMixer(MixerModule):
         B, C, H, W = v.shape
         if self.static_conv is not None:
             return self.static_conv(v)
-        table = resize_affinity(self.static_affinity, self.build_size, (H, W)).to(v.dtype)
+        affinity = self.static_affinity
+        assert affinity is not None  # static "mlp" (the forward reaches here only with a static part)
+        table = resize_affinity(affinity, self.build_size, (H, W)).to(v.dtype)
         # (B, h, d, N_k) @ (h, N_k, N_q): out[b, h, i, q] = Σ_k A[h, q, k] v[b, h, i, k]. Keeping
         # the batch in the first operand also lets fvcore's matmul handle count it.
         out = v.reshape(B, self.heads, C // self.heads, H * W) @ table.transpose(-1, -2)
@@ -102,11 +105,12 @@ class ContainerMixer(MixerModule):
             out = self._static(v)
         else:
             # σ(α)·attention + (1 − σ(α))·static
-            out = torch.lerp(self._static(v), self._attention(y), torch.sigmoid(self.alpha))
+            alpha = self.alpha
+            assert alpha is not None  # both parts: the gate exists
+            out = torch.lerp(self._static(v), self._attention(y), torch.sigmoid(alpha))
         return self.proj_out(out)
 
     def extra_repr(self) -> str:
-        size = getattr(self, "build_size", None)
         return (f"dim={self.dim}, heads={self.heads}, static={self.static}, dynamic={self.dynamic}"
                 + (f", kv_pool={self.kv_pool}" if self.kv_pool > 1 else "")
-                + (f", build_size={size}" if size else ""))
+                + (f", build_size={self.build_size}" if self.static == "mlp" else ""))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 from torch import nn
 
 from hvsearch.arch.components import hidden_width
@@ -19,16 +20,18 @@ from hvsearch.layers.base import MixerModule
 from hvsearch.layers.common import init_weights
 from hvsearch.layers.registry import register_module
 
-ROWS, COLS = 2, 3  # NCHW axes the H and W branches rearrange
+ROWS, COLS = 2, 3  # NCHW axes the H and W branches rearrange (written as literals inside the functions:
+# TorchScript reads no global ints, and FX cannot branch on x.ndim)
 
 
+@register_notrace_function  # FX: kept as a call (it branches on the run-time size)
 def pad_to_multiple(x: torch.Tensor, axis: int, p: int, mode: str) -> torch.Tensor:
     """Pad ``x`` at the end of ``axis`` (ROWS or COLS) up to a multiple of ``p``."""
     n = x.shape[axis]
     pad = -n % p
     if pad == 0:
         return x
-    spec = (0, 0, 0, pad) if axis == ROWS else (0, pad, 0, 0)
+    spec = (0, 0, 0, pad) if axis == 2 else (0, pad, 0, 0)  # 2: ROWS
     if mode == "zeros":
         return F.pad(x, spec)
     if pad <= n:
@@ -37,14 +40,20 @@ def pad_to_multiple(x: torch.Tensor, axis: int, p: int, mode: str) -> torch.Tens
     # padding is the map tiled, which is what wrapping repeatedly means.
     reps = [1, 1, 1, 1]
     reps[axis] = -(-(n + pad) // n)
-    return x.repeat(*reps).narrow(axis, 0, n + pad)
+    return x.repeat(reps).narrow(axis, 0, n + pad)
+
+
+@register_notrace_function  # FX: kept as a call (it branches on the run-time size)
+def crop_to(y: torch.Tensor, axis: int, n: int) -> torch.Tensor:
+    """The first ``n`` rows (columns) of ``y`` along ``axis``: what padding added is cut off."""
+    return y.narrow(axis, 0, n) if y.shape[axis] != n else y
 
 
 def group_regions(x: torch.Tensor, axis: int, p: int) -> torch.Tensor:
     """(B, C, H, W) → (B, C·p, H/p, W) for ROWS, (B, C·p, H, W/p) for COLS; channel c·p + i
     holds channel c of the region's i-th row (column). ``x.shape[axis]`` must be a multiple of p."""
     B, C, H, W = x.shape
-    if axis == ROWS:
+    if axis == 2:  # ROWS
         return x.reshape(B, C, H // p, p, W).permute(0, 1, 3, 2, 4).reshape(B, C * p, H // p, W)
     return x.reshape(B, C, H, W // p, p).permute(0, 1, 4, 2, 3).reshape(B, C * p, H, W // p)
 
@@ -53,7 +62,7 @@ def ungroup_regions(y: torch.Tensor, axis: int, p: int) -> torch.Tensor:
     """Inverse of :func:`group_regions`."""
     B, Cp, h, w = y.shape
     C = Cp // p
-    if axis == ROWS:
+    if axis == 2:  # ROWS
         return y.reshape(B, C, p, h, w).permute(0, 1, 3, 2, 4).reshape(B, C, h * p, w)
     return y.reshape(B, C, p, h, w).permute(0, 1, 3, 4, 2).reshape(B, C, h, w * p)
 
@@ -81,23 +90,30 @@ class HireMixer(MixerModule):
         self.proj = nn.Conv2d(dim, dim, 1)
         init_weights(self, conv="trunc_normal", linear="trunc_normal")
 
-    def branch(self, x: torch.Tensor, axis: int, mlp: nn.Module) -> torch.Tensor:
-        """One inner-region branch along ``axis``: shift, pad, group, MLP, ungroup, crop, unshift."""
-        n, p = x.shape[axis], self.region
+    # One inner-region branch along an axis: shift, pad, group (_regions), the branch's MLP, then
+    # ungroup, crop, unshift (_restore). Split in two so that the MLP is called from forward
+    # (TorchScript takes no module as an argument).
+    def _regions(self, x: torch.Tensor, axis: int) -> torch.Tensor:
         if self.shift:
             x = torch.roll(x, self.shift, axis)
-        x = pad_to_multiple(x, axis, p, self.pad_mode)
-        y = ungroup_regions(mlp(group_regions(x, axis, p)), axis, p)
-        if y.shape[axis] != n:
-            y = y.narrow(axis, 0, n)
+        return group_regions(pad_to_multiple(x, axis, self.region, self.pad_mode), axis, self.region)
+
+    def _restore(self, y: torch.Tensor, axis: int, n: int) -> torch.Tensor:
+        y = crop_to(ungroup_regions(y, axis, self.region), axis, n)
         if self.shift:
             y = torch.roll(y, -self.shift, axis)
         return y
 
+    @torch.jit.unused
+    def branch(self, x: torch.Tensor, axis: int) -> torch.Tensor:
+        """The inner-region branch along ``axis`` (ROWS: the H branch, COLS: the W branch) alone."""
+        mlp = self.mlp_h if axis == ROWS else self.mlp_w
+        return self._restore(mlp(self._regions(x, axis)), axis, x.shape[axis])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C = x.shape[:2]
-        h = self.branch(x, ROWS, self.mlp_h)
-        w = self.branch(x, COLS, self.mlp_w)
+        h = self._restore(self.mlp_h(self._regions(x, 2)), 2, x.shape[2])  # 2, 3: ROWS, COLS
+        w = self._restore(self.mlp_w(self._regions(x, 3)), 3, x.shape[3])
         c = self.mlp_c(x)
         # Split attention: per-channel softmax over the three branches from their pooled sum.
         a = self.reweight((h + w + c).mean((2, 3))).view(B, C, 3).softmax(-1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
+from timm.layers import register_notrace_module, trunc_normal_
 from torch import nn
 
 from hvsearch.families.transxnet.config import IDCONV_REDUCTION, MSFFN_KERNELS, DMixerConfig, MSFFNConfig
@@ -71,6 +71,7 @@ class IDConv(nn.Module):
         return f"dim={self.dim}, kernel={self.kernel}, groups={self.groups}"
 
 
+@register_notrace_module  # FX: a leaf (it branches on the run-time size)
 class RelPosEncoding(nn.Module):
     """OSRA's learnable additive attention bias, one per (head, query, key) at the build size.
 
@@ -85,7 +86,7 @@ class RelPosEncoding(nn.Module):
         self.bias = nn.Parameter(torch.zeros(heads, num_q, num_kv))
 
     def forward(self, num_q: int, num_kv: int) -> torch.Tensor:
-        if (num_q, num_kv) == tuple(self.bias.shape[1:]):
+        if self.bias.shape[1] == num_q and self.bias.shape[2] == num_kv:
             return self.bias
         return F.interpolate(self.bias.unsqueeze(0), size=(num_q, num_kv), mode="bicubic",
                              align_corners=False).squeeze(0)
@@ -175,7 +176,11 @@ class MultiScaleDWConv(nn.Module):
         self.convs = nn.ModuleList(nn.Conv2d(c, c, k, 1, k // 2, groups=c) for c, k in zip(self.splits, kernels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([conv(part) for conv, part in zip(self.convs, x.split(self.splits, dim=1))], dim=1)
+        parts = x.split(self.splits, dim=1)
+        out = []
+        for i, conv in enumerate(self.convs):  # one depthwise conv per kernel size (4), not per token
+            out.append(conv(parts[i]))
+        return torch.cat(out, dim=1)
 
 
 @register_module("ffn", "msffn")
