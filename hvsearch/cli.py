@@ -430,6 +430,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("arch", help="a seed, an architecture file, or STUDY:best / STUDY:<trial number>")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"))
+    p.add_argument("--resolution", type=int, help="input size (default the architecture's resolution)")
+    p.add_argument("--out", default="exports", help="folder to write to (default exports/)")
+    p.add_argument("--storage", help="the study's storage URL (default studies/<study>.db) for STUDY:...")
+
+
+@command("export", help="write an architecture as ONNX, TorchScript or safetensors, checked against PyTorch")
+@arguments(_export_args)
+def cmd_export(args: argparse.Namespace) -> int:
+    arch_ref.check(args.arch)
+    from hvsearch.export import export
+
+    export(args.arch, args.format, out=args.out, resolution=args.resolution, storage=args.storage)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

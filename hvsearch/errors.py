@@ -78,6 +78,10 @@ class ScoreError(HVSearchError, ValueError):
         super().__init__(f"{what} {rule}" + (f", got {value!r}" if show_value else ""))
 
 
+class ExportError(HVSearchError):
+    """An architecture cannot be written in a format, or its export does not match PyTorch."""
+
+
 class MissingDependencyError(HVSearchError, ImportError):
     """An optional package is not installed; the message gives the install line."""
 

@@ -1,0 +1,227 @@
+"""``hvsearch export ARCH --format onnx|torchscript|safetensors``: a model that can leave the tool.
+
+``ARCH`` is anything :mod:`hvsearch.arch_ref` resolves (a seed, an architecture file, a scaled
+family member's file, ``STUDY:best`` / ``STUDY:<n>``). A study trial is exported with its trained
+weights when the study kept its checkpoint (``studies/<study>/checkpoints/<arch id>/``), and
+freshly initialised otherwise; the summary says which.
+
+Written to ``--out`` (default ``exports/``), named after the architecture:
+
+* the model file: ``<name>.onnx`` (dynamic batch; opset 18; the dynamo exporter, else the
+  TorchScript-based one), ``<name>.pt`` (``torch.jit.script``) or ``<name>.safetensors`` (the
+  state dict, loadable by ``timm.create_model("hvs_arch", arch="<name>.yaml", pretrained=True,
+  pretrained_cfg_overlay=dict(file="<name>.safetensors"))``);
+* ``<name>.yaml``: the architecture;
+* ``<name>.json``: params, FLOPs, input size, normalisation, weights, and the check below.
+
+Every export is checked by loading it back — ONNX in ONNX Runtime, TorchScript with
+``torch.jit.load``, safetensors through timm — and comparing with the PyTorch model on a batch of
+another size than the export's example (which proves the dynamic batch): the largest absolute
+difference must stay within 1e-4 in float32, or the export is an error.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from hvsearch.errors import ExportError, MissingDependencyError
+
+FORMATS = ("onnx", "torchscript", "safetensors")
+SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
+TOLERANCE = 1e-4
+OPSET = 18
+
+
+@dataclass
+class Exported:
+    path: Path
+    meta: dict
+
+
+def export(ref: str, fmt: str, out: str | Path = "exports", resolution: int | None = None,
+           storage: str | None = None, studies_dir: str = "studies",
+           say: Callable[[str], None] = print) -> Exported:
+    if fmt not in FORMATS:
+        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    import torch
+
+    from hvsearch.arch_ref import resolve
+    from hvsearch.cost import count_spec
+    from hvsearch.models import HybridBackbone
+    from hvsearch.models.catalog import pretrained_cfg
+
+    spec = resolve(ref, storage=storage, studies_dir=studies_dir)
+    state, weights = _trained_state(ref, spec, studies_dir)
+    if state is not None:
+        from hvsearch.arch import ModelSpec
+
+        spec = ModelSpec.from_dict(state["arch"]).replace(name=spec.name)
+    res = resolution or spec.resolution
+    if res % 32:
+        raise ExportError(f"--resolution must be a multiple of 32 (the total stride), got {res}")
+    model = HybridBackbone(spec).eval()
+    if state is not None:
+        model.load_state_dict(state["model"])
+    name = _file_stem(spec.name or spec.arch_id)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}{SUFFIX[fmt]}"
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randn(2, spec.in_chans, res, res, generator=gen)
+    check = torch.randn(3, spec.in_chans, res, res, generator=gen)  # another batch size than the example
+    with torch.no_grad():
+        expected = model(check)
+    say(f"exporting {spec.name or spec.arch_id} ({weights}) as {fmt} at {res} px ...")
+    yaml_path = folder / f"{name}.yaml"
+    spec.save(yaml_path)
+    if fmt == "onnx":
+        exporter, got = _onnx(model, example, check, path)
+    elif fmt == "torchscript":
+        exporter, got = _torchscript(model, check, path)
+    else:
+        exporter, got = _safetensors(model, spec, check, path, yaml_path)
+    diff = float((got - expected).abs().max())
+    if not diff <= TOLERANCE:
+        raise ExportError(f"{path}: the exported model differs from PyTorch by {diff:.3g} (max abs, batch of 3), "
+                          f"above the tolerance {TOLERANCE:g}")
+    cost = count_spec(spec, resolution=res)
+    cfg = pretrained_cfg(spec)
+    meta = {"arch": spec.name, "arch_id": spec.arch_id, "format": fmt, "file": path.name, "exporter": exporter,
+            "weights": weights, "params": cost.params, "flops": cost.flops, "input_size": [spec.in_chans, res, res],
+            "dynamic": ["batch"], "mean": list(cfg["mean"]), "std": list(cfg["std"]), "num_classes": spec.num_classes,
+            "max_abs_diff": diff, "tolerance": TOLERANCE}
+    (folder / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
+    say(f"wrote {path} ({exporter}), {yaml_path.name}, {name}.json; checked against PyTorch: max abs "
+        f"difference {diff:.2e} (tolerance {TOLERANCE:g}), {cost.params / 1e6:.2f} M params, "
+        f"{cost.flops / 1e9:.3f} GFLOPs at {res} px")
+    return Exported(path, meta)
+
+
+def _file_stem(name: str) -> str:
+    """A file name from an architecture's name: no folders, nothing but [A-Za-z0-9_.-]."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip("._") or "model"
+    return stem[:100]
+
+
+def _trained_state(ref: str, spec, studies_dir: str):
+    """(checkpoint state, words for the summary): a study trial's kept checkpoint, else none."""
+    from hvsearch.arch_ref import is_study_ref
+
+    if not is_study_ref(ref):
+        return None, "freshly initialised: no trained weights"
+    import torch
+
+    from hvsearch.search.study import inside
+    from hvsearch.train.proxy import CHECKPOINT_NAME
+
+    study = ref.rpartition(":")[0]
+    arch_id = spec.arch_id
+    folder = inside(studies_dir, study) / "checkpoints"
+    found = sorted(folder.glob(f"*/{CHECKPOINT_NAME}")) if folder.is_dir() else []
+    for path in found:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("arch_id") == arch_id or path.parent.name == arch_id:
+            return state, f"trained weights from {path} (epoch {state.get('epoch')})"
+    return None, f"freshly initialised: study {study!r} kept no checkpoint of this trial"
+
+
+def _require(module: str, package: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(f"exporting to ONNX needs {package}: pip install {package}") from None
+
+
+def _onnx(model, example, check, path: Path):
+    import torch
+
+    _require("onnx", "onnx")
+    ort = _require("onnxruntime", "onnxruntime")
+    errors = []
+    for dynamo in (True, False):
+        try:
+            with _quiet():
+                if dynamo:
+                    _require("onnxscript", "onnxscript")
+                    torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=OPSET,
+                                      dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+                                      input_names=["input"], output_names=["logits"], verbose=False)
+                else:
+                    torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=OPSET,
+                                      input_names=["input"], output_names=["logits"],
+                                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            got = session.run(None, {session.get_inputs()[0].name: check.numpy()})[0]
+            return ("torch.onnx dynamo" if dynamo else "torch.onnx (TorchScript-based)"), torch.from_numpy(got)
+        except MissingDependencyError:
+            raise
+        except Exception as e:  # noqa: BLE001  (the exporters' errors are many types; named below)
+            errors.append(_first_op(e))
+    raise ExportError(f"{path.stem}: ONNX export failed (dynamo exporter: {errors[0]}; TorchScript-based "
+                      f"exporter: {errors[-1]}); --format torchscript or safetensors works for this architecture")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporters' progress lines, warnings and logged tracebacks of a failed attempt (the
+    fallback follows, and a final failure is reported in one line) stay off the console."""
+    loggers = [logging.getLogger(n) for n in ("torch", "torch.onnx", "torch._dynamo", "torch.export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.CRITICAL)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _first_op(error: Exception) -> str:
+    """The op an exporter stopped at, from its message, or its first line."""
+    text = str(error)
+    for pattern in (r"ONNX export of ([\w:.]+)", r"(aten::[\w.]+)", r"(torch\.ops\.[\w.]+)", r"operator ([\w:.]+)"):
+        m = re.search(pattern, text)
+        if m:
+            return f"unsupported op {m.group(1)}"
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("[")]
+    return (lines[0] if lines else type(error).__name__)[:160]
+
+
+def _torchscript(model, check, path: Path):
+    import torch
+
+    try:
+        scripted = torch.jit.script(model)
+    except Exception as e:  # noqa: BLE001
+        raise ExportError(f"{path.stem}: TorchScript export failed ({_first_op(e)}); --format safetensors works "
+                          "for every architecture") from None
+    scripted.save(str(path))
+    with torch.no_grad():
+        return "torch.jit.script", torch.jit.load(str(path)).eval()(check)
+
+
+def _safetensors(model, spec, check, path: Path, yaml_path: Path):
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    # stage-shared tables (position biases) appear under two names in the state dict: each gets
+    # its own copy, so that loading by name restores both
+    save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, str(path),
+              metadata={"arch_id": spec.arch_id, "format": "pt"})
+    loaded = timm.create_model("hvs_arch", arch=str(yaml_path), pretrained=True,
+                               pretrained_cfg_overlay=dict(file=str(path))).eval()
+    with torch.no_grad():
+        return "safetensors (timm-loadable)", loaded(check)

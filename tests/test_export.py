@@ -1,0 +1,83 @@
+"""``hvsearch export``: every format written, loaded back by its own runtime (ONNX Runtime,
+torch.jit.load, timm) and checked against PyTorch; a study trial exported with the weights its
+checkpoint kept; bad input in one line."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import optuna
+import pytest
+import timm
+import torch
+
+from hvsearch.export import export
+from hvsearch.models import HybridBackbone
+from hvsearch.search import study as st
+from hvsearch.train.proxy import CHECKPOINT_NAME
+from tests.train.builders import tiny_spec
+
+
+@pytest.fixture
+def arch_file(tmp_path):
+    return tiny_spec(name="tiny_export").save(tmp_path / "tiny_export.yaml")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "safetensors"])
+def test_every_format_round_trips(arch_file, tmp_path, fmt):
+    out = tmp_path / "out"
+    done = export(str(arch_file), fmt, out=out, say=lambda line: None)
+    meta = json.loads((out / "tiny_export.json").read_text())
+    assert done.path.exists() and (out / "tiny_export.yaml").exists()
+    assert meta["format"] == fmt and meta["input_size"] == [3, 32, 32] and meta["params"] > 0
+    assert meta["max_abs_diff"] <= 1e-4 and meta["weights"].startswith("freshly initialised")
+    x = torch.randn(5, 3, 32, 32)  # yet another batch size
+    if fmt == "onnx":
+        session = ort.InferenceSession(str(done.path), providers=["CPUExecutionProvider"])
+        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        assert got.shape == (5, 10) and np.isfinite(got).all()
+    elif fmt == "torchscript":
+        assert torch.jit.load(str(done.path))(x).shape == (5, 10)
+    else:
+        model = timm.create_model("hvs_arch", arch=str(out / "tiny_export.yaml"), pretrained=True,
+                                  pretrained_cfg_overlay=dict(file=str(done.path))).eval()
+        assert model(x).shape == (5, 10)
+
+
+def test_a_study_trial_is_exported_with_its_checkpoint(tmp_path):
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    spec = tiny_spec(name="trained")
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{studies / 's.db'}")
+    trial = study.ask()
+    trial.set_user_attr(st.ATTR_ARCH, json.dumps(spec.to_dict()))
+    trial.set_user_attr(st.ATTR_ARCH_ID, spec.arch_id)
+    study.tell(trial, 80.0)
+    model = HybridBackbone(spec)
+    with torch.no_grad():
+        model.head.fc.weight.fill_(0.25)  # what no initialisation gives
+    folder = studies / "s" / "checkpoints" / spec.arch_id
+    folder.mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "arch": spec.to_dict(), "arch_id": spec.arch_id, "epoch": 3},
+               folder / CHECKPOINT_NAME)
+
+    done = export("s:0", "safetensors", out=tmp_path / "out", studies_dir=str(studies), say=lambda line: None)
+    assert done.meta["weights"].startswith("trained weights from") and "epoch 3" in done.meta["weights"]
+    from safetensors.torch import load_file
+
+    assert torch.equal(load_file(str(done.path))["head.fc.weight"], torch.full_like(model.head.fc.weight, 0.25))
+
+    (studies / "s" / "checkpoints").rename(studies / "s" / "elsewhere")
+    again = export("s:best", "torchscript", out=tmp_path / "out2", studies_dir=str(studies), say=lambda line: None)
+    assert again.meta["weights"] == "freshly initialised: study 's' kept no checkpoint of this trial"
+
+
+def test_bad_input_is_one_line(arch_file, tmp_path):
+    for args, words in ((["nosuch", "--format", "onnx"], "neither a seed nor an architecture file"),
+                        ([str(arch_file), "--format", "onnx", "--resolution", "50"], "multiple of 32"),
+                        ([str(arch_file), "--format", "tflite"], "invalid choice")):
+        proc = subprocess.run([sys.executable, "-m", "hvsearch.cli", "export", *args, "--out", str(tmp_path)],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and words in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) <= 2
