@@ -26,6 +26,7 @@ per model.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -97,7 +98,7 @@ def match_flops(spec, budget: float, resolution: int, *, depth_mode: str, lo: fl
 def main(argv: list[str] | None = None) -> int:
     from hvsearch.errors import HVSearchError
     from hvsearch.arch_ref import resolve
-    from hvsearch.space import load_space
+    from hvsearch.space import Constraints, load_space
     from hvsearch.train.sources import data_shape
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -118,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         space = load_space(args.space)
+        # equal FLOPs is the comparison: the space's own limits (max_params ...) are for its search
+        # and would reject seeds scaled to the same FLOPs with more parameters
+        space = dataclasses.replace(space, constraints=Constraints(), raw={**space.raw, "constraints": {}})
         res = int(space.train.resolution)
         classes, chans = data_shape(space.data)
         searched = resolve(args.arch).replace(num_classes=classes, in_chans=chans)
