@@ -409,8 +409,12 @@ def run_search(space: Space, *, study: str | None = None, storage: str | None = 
             leftover = st.requeue_interrupted(opened.study, opened.storage,
                                               reason="the search was stopped while the trial was running")
             if leftover:
+                # a calibration's or a benchmark's studies have no space file of their own: the
+                # command that made them continues them
+                again = (f"`hvsearch run {space.source} --study {name}`" if Path(space.source).is_file()
+                         else "the same command")
                 say(f"stopped with {len(leftover)} trial(s) running: {leftover}, marked interrupted and "
-                    f"re-queued; continue with `hvsearch run {space.source} --study {name}`")
+                    f"re-queued; continue with {again}")
     except (RayStartError, KeyboardInterrupt):
         if opened.created and not opened.study.get_trials(deepcopy=False):
             optuna.delete_study(study_name=name, storage=opened.storage)  # leave no empty study
