@@ -29,7 +29,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from hvsearch.errors import ExportError, MissingDependencyError
 
@@ -42,7 +42,8 @@ OPSET = 18
 @dataclass
 class Exported:
     path: Path
-    meta: dict
+    meta: dict  # what <name>.json holds
+    model: Any  # the PyTorch model that was exported (eval mode)
 
 
 def export(ref: str, fmt: str, out: str | Path = "exports", resolution: int | None = None,
@@ -81,8 +82,13 @@ def export(ref: str, fmt: str, out: str | Path = "exports", resolution: int | No
     say(f"exporting {spec.name or spec.arch_id} ({weights}) as {fmt} at {res} px ...")
     yaml_path = folder / f"{name}.yaml"
     spec.save(yaml_path)
+    dynamic = ["batch"]
     if fmt == "onnx":
-        exporter, got = _onnx(model, example, check, path)
+        exporter, got, probe, dynamic = _onnx(model, example, check, path)
+        if probe is not check:
+            with torch.no_grad():
+                expected = model(probe)
+            say(f"  {path.name}: the batch is fixed at {example.shape[0]} (no exporter could make it dynamic)")
     elif fmt == "torchscript":
         exporter, got = _torchscript(model, check, path)
     else:
@@ -95,13 +101,13 @@ def export(ref: str, fmt: str, out: str | Path = "exports", resolution: int | No
     cfg = pretrained_cfg(spec)
     meta = {"arch": spec.name, "arch_id": spec.arch_id, "format": fmt, "file": path.name, "exporter": exporter,
             "weights": weights, "params": cost.params, "flops": cost.flops, "input_size": [spec.in_chans, res, res],
-            "dynamic": ["batch"], "mean": list(cfg["mean"]), "std": list(cfg["std"]), "num_classes": spec.num_classes,
+            "dynamic": dynamic, "mean": list(cfg["mean"]), "std": list(cfg["std"]), "num_classes": spec.num_classes,
             "max_abs_diff": diff, "tolerance": TOLERANCE}
     (folder / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
     say(f"wrote {path} ({exporter}), {yaml_path.name}, {name}.json; checked against PyTorch: max abs "
         f"difference {diff:.2e} (tolerance {TOLERANCE:g}), {cost.params / 1e6:.2f} M params, "
         f"{cost.flops / 1e9:.3f} GFLOPs at {res} px")
-    return Exported(path, meta)
+    return Exported(path, meta, model)
 
 
 def _file_stem(name: str) -> str:
@@ -142,32 +148,40 @@ def _require(module: str, package: str):
 
 
 def _onnx(model, example, check, path: Path):
+    """(exporter, ORT output on ``check``, dynamic axes). The dynamo exporter, then the
+    TorchScript-based one, each with a dynamic batch; when neither can (an op whose attributes
+    depend on the batch: TransXNet's IDConv runs per-sample kernels as one conv of B·C groups),
+    the same two with the example's fixed batch, checked on that batch."""
     import torch
 
     _require("onnx", "onnx")
     ort = _require("onnxruntime", "onnxruntime")
     errors = []
-    for dynamo in (True, False):
-        try:
-            with _quiet():
-                if dynamo:
-                    _require("onnxscript", "onnxscript")
-                    torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=OPSET,
-                                      dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
-                                      input_names=["input"], output_names=["logits"], verbose=False)
-                else:
-                    torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=OPSET,
-                                      input_names=["input"], output_names=["logits"],
-                                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            got = session.run(None, {session.get_inputs()[0].name: check.numpy()})[0]
-            return ("torch.onnx dynamo" if dynamo else "torch.onnx (TorchScript-based)"), torch.from_numpy(got)
-        except MissingDependencyError:
-            raise
-        except Exception as e:  # noqa: BLE001  (the exporters' errors are many types; named below)
-            errors.append(_first_op(e))
+    for dynamic in (True, False):
+        for dynamo in (True, False):
+            probe = check if dynamic else torch.cat([check, check])[:example.shape[0]]
+            try:
+                with _quiet():
+                    if dynamo:
+                        _require("onnxscript", "onnxscript")
+                        shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic else None
+                        torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=OPSET,
+                                          dynamic_shapes=shapes, input_names=["input"], output_names=["logits"],
+                                          verbose=False)
+                    else:
+                        axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None
+                        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=OPSET,
+                                          input_names=["input"], output_names=["logits"], dynamic_axes=axes)
+                    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+                    got = session.run(None, {session.get_inputs()[0].name: probe.numpy()})[0]
+                name = "torch.onnx dynamo" if dynamo else "torch.onnx (TorchScript-based)"
+                return name, torch.from_numpy(got), probe, (["batch"] if dynamic else [])
+            except MissingDependencyError:
+                raise
+            except Exception as e:  # noqa: BLE001  (the exporters' errors are many types; named below)
+                errors.append(_first_op(e))
     raise ExportError(f"{path.stem}: ONNX export failed (dynamo exporter: {errors[0]}; TorchScript-based "
-                      f"exporter: {errors[-1]}); --format torchscript or safetensors works for this architecture")
+                      f"exporter: {errors[1]}); --format torchscript or safetensors works for this architecture")
 
 
 @contextlib.contextmanager
@@ -191,7 +205,7 @@ def _quiet():
 def _first_op(error: Exception) -> str:
     """The op an exporter stopped at, from its message, or its first line."""
     text = str(error)
-    for pattern in (r"ONNX export of ([\w:.]+)", r"(aten::[\w.]+)", r"(torch\.ops\.[\w.]+)", r"operator ([\w:.]+)"):
+    for pattern in (r"ONNX export of ([\w:.]+)", r"(aten::[\w.]+)", r"(torch\.ops\.[\w.]+)", r"operator (\w+::[\w.]+)"):
         m = re.search(pattern, text)
         if m:
             return f"unsupported op {m.group(1)}"
