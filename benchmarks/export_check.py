@@ -4,11 +4,20 @@ One row per (seed, format): the exporter that succeeded, the max abs difference 
 loaded back (ONNX Runtime / torch.jit.load / timm), the seconds, or the one-line error. Written
 to ``--out/export.csv``; the README's export table is its pivot.
 
+``--latency`` adds, for every ONNX export, the median and p90 milliseconds of one forward at batch
+1 (the export's fixed batch where it has one) in PyTorch and in ONNX Runtime, both on one thread,
+interleaved call by call in this one process (so both see the same machine), after a warm-up, with
+the 1-minute load average before and after: a figure taken beside another heavy job is worthless.
+``--resolution 0`` exports every seed at its own resolution.
+
     python benchmarks/export_check.py --resolution 64
+    python benchmarks/export_check.py --formats onnx --resolution 0 --latency --out results/benchmarks/export-latency
 """
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import sys
 import tempfile
 import time
@@ -17,27 +26,69 @@ from pathlib import Path
 import pandas as pd
 
 
+def latency(model, onnx_path: Path, x, repeats: int = 30, warmup: int = 5) -> dict:
+    """PyTorch vs ONNX Runtime on ``x``: median and p90 ms, interleaved, one thread each."""
+    import onnxruntime as ort
+    import torch
+
+    torch.set_num_threads(1)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: x.numpy()}
+    times: dict[str, list[float]] = {"torch": [], "ort": []}
+    load_before = os.getloadavg()[0]
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            t0 = time.perf_counter()
+            model(x)
+            t1 = time.perf_counter()
+            session.run(None, feed)
+            t2 = time.perf_counter()
+            if i >= warmup:
+                times["torch"].append(1e3 * (t1 - t0))
+                times["ort"].append(1e3 * (t2 - t1))
+    out = {"batch": x.shape[0], "load_before": load_before, "load_after": os.getloadavg()[0]}
+    for key, values in times.items():
+        values.sort()
+        out[f"{key}_ms"] = statistics.median(values)
+        out[f"{key}_p90_ms"] = values[int(0.9 * (len(values) - 1))]
+    out["ort_speedup"] = out["torch_ms"] / out["ort_ms"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", nargs="+", help="default: every seed")
     p.add_argument("--formats", nargs="+", default=["onnx", "torchscript", "safetensors"])
-    p.add_argument("--resolution", type=int, default=64, help="export size (default 64: fast on CPU)")
+    p.add_argument("--resolution", type=int, default=64, help="export size (default 64: fast on CPU; 0: each "
+                   "seed's own)")
+    p.add_argument("--latency", action="store_true", help="time PyTorch vs ONNX Runtime at batch 1 (ONNX rows)")
     p.add_argument("--out", type=Path, default=Path("results/benchmarks/export"))
     args = p.parse_args(argv)
     from hvsearch.errors import HVSearchError
     from hvsearch.export import export
-    from hvsearch.models import seed_names
+    from hvsearch.models import get_seed, seed_names
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="hvs-export-") as tmp:
         for seed in args.seeds or seed_names():
             for fmt in args.formats:
                 t0 = time.monotonic()
+                res = args.resolution or get_seed(seed).spec.resolution
                 try:
-                    done = export(seed, fmt, out=tmp, resolution=args.resolution, say=lambda line: None)
-                    row = {"exporter": done.meta["exporter"], "max_abs_diff": done.meta["max_abs_diff"], "error": ""}
+                    done = export(seed, fmt, out=tmp, resolution=res, say=lambda line: None)
+                    row = {"resolution": res, "exporter": done.meta["exporter"],
+                           "dynamic_batch": bool(done.meta.get("dynamic")),
+                           "max_abs_diff": done.meta["max_abs_diff"], "error": ""}
+                    if args.latency and fmt == "onnx":
+                        import torch
+
+                        batch = 1 if done.meta.get("dynamic") else 2
+                        x = torch.randn(batch, 3, res, res)
+                        row.update(latency(done.model, done.path, x))
                 except HVSearchError as e:
-                    row = {"exporter": "", "max_abs_diff": None, "error": str(e)}
+                    row = {"resolution": res, "exporter": "", "max_abs_diff": None, "error": str(e)}
                 rows.append({"seed": seed, "format": fmt, **row, "seconds": round(time.monotonic() - t0, 1)})
                 print(f"{seed:16s} {fmt:12s} {row['exporter'] or 'FAILED'} {row['max_abs_diff'] or row['error']}",
                       flush=True)
