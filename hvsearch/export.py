@@ -25,7 +25,9 @@ import contextlib
 import io
 import json
 import logging
+import os
 import re
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,14 +192,24 @@ def _quiet():
     fallback follows, and a final failure is reported in one line) stay off the console."""
     loggers = [logging.getLogger(n) for n in ("torch", "torch.onnx", "torch._dynamo", "torch.export", "onnxscript")]
     levels = [lg.level for lg in loggers]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]  # the C++ side (a failed export's graph dump) writes to the fds
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         for lg in loggers:
             lg.setLevel(logging.CRITICAL)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
                 contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
 
