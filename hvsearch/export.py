@@ -130,14 +130,12 @@ def _trained_state(ref: str, spec, studies_dir: str):
     from hvsearch.train.proxy import CHECKPOINT_NAME
 
     study = ref.rpartition(":")[0]
-    arch_id = spec.arch_id
-    folder = inside(studies_dir, study) / "checkpoints"
-    found = sorted(folder.glob(f"*/{CHECKPOINT_NAME}")) if folder.is_dir() else []
-    for path in found:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("arch_id") == arch_id or path.parent.name == arch_id:
-            return state, f"trained weights from {path} (epoch {state.get('epoch')})"
-    return None, f"freshly initialised: study {study!r} kept no checkpoint of this trial"
+    # a trial's checkpoint sits under its arch id (hvsearch.search.trainable)
+    path = inside(studies_dir, study) / "checkpoints" / spec.arch_id / CHECKPOINT_NAME
+    if not path.is_file():
+        return None, f"freshly initialised: study {study!r} kept no checkpoint of this trial"
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state, f"trained weights from {path} (epoch {state.get('epoch')})"
 
 
 def _require(module: str, package: str):

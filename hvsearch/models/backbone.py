@@ -177,7 +177,7 @@ class HybridBackbone(nn.Module):
         take, last = feature_take_indices(len(self.stages), indices)
         intermediates = []
         x = self.stem(x)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:last + 1]
+        stages = self.stages[:last + 1] if stop_early else self.stages
         for i, stage in enumerate(stages):
             x = stage(x)
             if i in take:
