@@ -1,4 +1,9 @@
-"""Params and FLOPs, counted with fvcore under the papers' convention.
+"""Params and FLOPs under the papers' convention, counted from shapes or by fvcore.
+
+Two counters give the same numbers: ``shapes`` (the default, :mod:`hvsearch.cost.shapes`) counts
+each call's multiply-adds from its shapes during one eager pass on a model whose weights were never
+drawn (milliseconds); ``fvcore`` traces the model with fvcore, the reference the test-suite holds
+the first to on every seed and on sampled architectures of every space.
 
 Convention (the one CMT, Hire-MLP, TransXNet and ConvMLP report, and fvcore implements):
 
@@ -8,7 +13,9 @@ Convention (the one CMT, Hire-MLP, TransXNet and ConvMLP report, and fvcore impl
   LayerNorm/GroupNorm: 5 per element with affine) and adaptive average pooling (1 per element),
   so our numbers are comparable with published fvcore figures.
 * ``scaled_dot_product_attention`` — which fvcore skips silently — is counted as
-  batch·heads·N_q·N_k·(D_qk + D_v): the two attention matmuls.
+  batch·heads·N_q·N_k·(D_qk + D_v): the two attention matmuls. A convolution with string
+  padding (``padding="same"``, ``aten::_convolution_mode``, also skipped by fvcore) is counted
+  like any other convolution.
 * Everything in :data:`FREE_OPS` is free: element-wise arithmetic and activations (add, mul,
   GELU, softmax, ...), reductions, and data movement (roll, pad, reshape, permute, cat, pooling
   by max, resizing of position-bias tables, which depend on no input). No op that performs
@@ -60,7 +67,16 @@ def _sdpa_flop(inputs: list[Any], outputs: list[Any]) -> int:
     return prod(batch) * nq * nk * (dqk + dv)
 
 
-EXTRA_HANDLES = {"aten::scaled_dot_product_attention": _sdpa_flop}
+def _conv_mode_flop(inputs: list[Any], outputs: list[Any]) -> int:
+    """A convolution with string padding (``padding="same"``), which fvcore skips: counted as its
+    ``aten::_convolution``, batch · prod(weight shape) · prod(output spatial size)."""
+    from fvcore.nn.jit_handles import get_shape
+
+    x, w, out = get_shape(inputs[0]), get_shape(inputs[1]), get_shape(outputs[0])
+    return x[0] * prod(w) * prod(out[2:])
+
+
+EXTRA_HANDLES = {"aten::scaled_dot_product_attention": _sdpa_flop, "aten::_convolution_mode": _conv_mode_flop}
 
 
 @dataclass
@@ -92,29 +108,50 @@ def _analysis(model: nn.Module, inputs: torch.Tensor):
     return fca
 
 
-def count(model: nn.Module, resolution: int | tuple[int, int], in_chans: int = 3, strict: bool = True) -> Cost:
+COUNTERS = ("shapes", "fvcore")
+
+
+def count(model: nn.Module, resolution: int | tuple[int, int], in_chans: int = 3, strict: bool = True,
+          counter: str = "shapes") -> Cost:
     """Count params and FLOPs of ``model`` on one ``in_chans × H × W`` input in eval mode.
 
-    With ``strict`` (default) an op that fvcore does not count and that is not in FREE_OPS raises
+    ``counter`` ``shapes`` (default) counts during an eager pass that skips the costly arithmetic
+    (:mod:`hvsearch.cost.shapes`, milliseconds); ``fvcore`` traces the model with fvcore, the
+    reference the test-suite holds the first to (equal on every seed and sampled architecture).
+    With ``strict`` (default) an op that may cost multiply-adds and that nothing counts raises
     :class:`UncountedOpError` naming it, rather than silently under-counting.
     """
+    if counter not in COUNTERS:
+        raise ValueError(f"counter must be one of {', '.join(COUNTERS)}, got {counter!r}")
     h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
     was_training = model.training
     model.eval()
     try:
         p = next(model.parameters(), None)
         x = torch.zeros(1, in_chans, h, w, device=p.device if p is not None else "cpu")
-        fca = _analysis(model, x)
-        with torch.no_grad():
-            total = fca.total()
-        unsupported = dict(fca.unsupported_ops())
-        uncounted = sorted(set(unsupported) - FREE_OPS)
+        if counter == "shapes":
+            from hvsearch.cost.shapes import count_calls
+
+            by_module, free, uncounted_calls = count_calls(model, x, strict)
+            total = by_module[""]
+            uncounted = sorted(uncounted_calls)
+            unsupported = dict(free) | dict(uncounted_calls)
+            where = "hvsearch.cost.shapes (SHAPE_HANDLES or RUN_HANDLES)"
+            free_list = "FREE_CALLS"
+        else:
+            fca = _analysis(model, x)
+            with torch.no_grad():
+                total = fca.total()
+            unsupported = dict(fca.unsupported_ops())
+            uncounted = sorted(set(unsupported) - FREE_OPS)
+            by_module = fca.by_module()
+            where = "hvsearch.cost.flops.EXTRA_HANDLES"
+            free_list = "FREE_OPS"
         if strict and uncounted:
             raise UncountedOpError(
-                f"FLOPs would be under-counted: fvcore has no handle for {', '.join(uncounted)}; "
-                f"add a handle in hvsearch.cost.flops.EXTRA_HANDLES or, if it costs no "
-                f"multiply-adds, list it in FREE_OPS")
-        by_module = fca.by_module()
+                f"FLOPs would be under-counted: the {counter} counter has no handle for "
+                f"{', '.join(uncounted)}; add one in {where} or, if it costs no multiply-adds, "
+                f"list it in {free_list}")
         stage_names = [n for n, _ in model.named_children()]
         by_stage: dict[str, int] = {}
         for name in stage_names:
@@ -137,18 +174,23 @@ def count(model: nn.Module, resolution: int | tuple[int, int], in_chans: int = 3
                 params_by_stage=params_by_stage, free_ops=unsupported)
 
 
-def count_spec(spec, resolution: int | tuple[int, int] | None = None, strict: bool = True) -> Cost:
+def count_spec(spec, resolution: int | tuple[int, int] | None = None, strict: bool = True,
+               counter: str = "shapes") -> Cost:
     """Build ``spec`` and count it at ``resolution`` (default: its build resolution).
 
     A spec is a frozen description, so its cost is memoised per (spec, resolution): the catalog,
     scaling tables and space checks count each architecture once per process. The returned
     :class:`Cost` is shared: do not mutate it."""
     res = spec.resolution if resolution is None else resolution
-    return _count_spec(spec, res if isinstance(res, int) else tuple(res), strict)
+    return _count_spec(spec, res if isinstance(res, int) else tuple(res), strict, counter)
 
 
 @functools.lru_cache(maxsize=512)
-def _count_spec(spec, resolution, strict: bool) -> Cost:
+def _count_spec(spec, resolution, strict: bool, counter: str) -> Cost:
+    from hvsearch.cost.shapes import build_for_counting
     from hvsearch.models import build_model
 
-    return count(build_model(spec), resolution, spec.in_chans, strict=strict)
+    # Weights are not drawn (zeros): counting needs shapes, and drawing them is most of the time
+    # of building a large model. fvcore, the reference, gets a model built as usual.
+    model = build_for_counting(lambda: build_model(spec)) if counter == "shapes" else build_model(spec)
+    return count(model, resolution, spec.in_chans, strict=strict, counter=counter)

@@ -44,7 +44,7 @@ class Costly(nn.Module):
 
 
 def test_uncounted_costly_op_raises_instead_of_undercounting():
-    with pytest.raises(UncountedOpError, match="aten::addbmm"):
+    with pytest.raises(UncountedOpError, match="addbmm"):
         count(Costly(), 4)
     assert isinstance(count(Costly(), 4, strict=False), Cost)
 
