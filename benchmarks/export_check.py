@@ -1,6 +1,7 @@
 """Export every seed in every format (``hvsearch export``) and record what each took.
 
-One row per (seed, format): the exporter that succeeded, the max abs difference to PyTorch when
+One row per (seed, format): the exporter that succeeded, the ONNX file's dynamic axes (batch, and
+height and width where the model runs at any size), the max abs difference to PyTorch when
 loaded back (ONNX Runtime / torch.jit.load / timm), the seconds, or the one-line error. Written
 to ``--out/export.csv``; the README's export table is its pivot.
 
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     done = export(seed, fmt, out=tmp, resolution=res, say=lambda line: None)
                     row = {"resolution": res, "exporter": done.meta["exporter"],
-                           "dynamic_batch": bool(done.meta.get("dynamic")),
+                           "dynamic_batch": "batch" in done.meta.get("dynamic", []),
+                           "dynamic_axes": ",".join(done.meta.get("dynamic", [])) if fmt == "onnx" else "",
                            "max_abs_diff": done.meta["max_abs_diff"], "error": ""}
                     if args.latency and fmt == "onnx":
                         import torch

@@ -7,8 +7,8 @@ freshly initialised otherwise; the summary says which.
 
 Written to ``--out`` (default ``exports/``), named after the architecture:
 
-* the model file: ``<name>.onnx`` (dynamic batch; opset 18; the dynamo exporter, else the
-  TorchScript-based one), ``<name>.pt`` (``torch.jit.script``) or ``<name>.safetensors`` (the
+* the model file: ``<name>.onnx`` (dynamic batch, and dynamic spatial size where the model allows
+  it; opset 18; the dynamo exporter, else the TorchScript-based one), ``<name>.pt`` (``torch.jit.script``) or ``<name>.safetensors`` (the
   state dict, loadable by ``timm.create_model("hvs_arch", arch="<name>.yaml", pretrained=True,
   pretrained_cfg_overlay=dict(file="<name>.safetensors"))``);
 * ``<name>.yaml``: the architecture;
@@ -86,11 +86,11 @@ def export(ref: str, fmt: str, out: str | Path = "exports", resolution: int | No
     spec.save(yaml_path)
     dynamic = ["batch"]
     if fmt == "onnx":
-        exporter, got, probe, dynamic = _onnx(model, example, check, path)
-        if probe is not check:
-            with torch.no_grad():
-                expected = model(probe)
+        exporter, got, probe, expected, dynamic = _onnx(model, example, check, path)
+        if not dynamic:
             say(f"  {path.name}: the batch is fixed at {example.shape[0]} (no exporter could make it dynamic)")
+        elif "height" not in dynamic:
+            say(f"  {path.name}: the input size is fixed at {res} px (the model is built for one feature size)")
     elif fmt == "torchscript":
         exporter, got = _torchscript(model, check, path)
     else:
@@ -147,41 +147,87 @@ def _require(module: str, package: str):
         raise MissingDependencyError(f"exporting to ONNX needs {package}: pip install {package}") from None
 
 
+# What an ONNX file may leave open, most first: the batch and the spatial size, the batch, nothing.
+ONNX_DYNAMIC = (("batch", "height", "width"), ("batch",), ())
+
+
 def _onnx(model, example, check, path: Path):
-    """(exporter, ORT output on ``check``, dynamic axes). The dynamo exporter, then the
-    TorchScript-based one, each with a dynamic batch; when neither can (an op whose attributes
-    depend on the batch: TransXNet's IDConv runs per-sample kernels as one conv of B·C groups),
-    the same two with the example's fixed batch, checked on that batch."""
+    """(exporter, ORT output, the input it ran on, PyTorch's output on it, dynamic axes).
+
+    Tried in the order of :data:`ONNX_DYNAMIC`, each with the dynamo exporter and then the
+    TorchScript-based one. An attempt counts only if ONNX Runtime reproduces PyTorch within the
+    tolerance on an input the export did not see: a batch of another size and, for a dynamic
+    spatial size, 32 px more on each side (an exporter that bakes a shape-dependent constant into
+    the graph runs there and gives wrong numbers, which this catches). Spatial sizes stay dynamic
+    only where the model allows it: Hire-MLP's regions and the attention tables of CMT and
+    TransXNet are built for one feature size. TransXNet's IDConv also fixes the batch (its
+    per-sample kernels run as one convolution of B·C groups)."""
     import torch
 
     _require("onnx", "onnx")
     ort = _require("onnxruntime", "onnxruntime")
     errors = []
-    for dynamic in (True, False):
+    for dynamic in ONNX_DYNAMIC:
+        probe = _probe(example, check, dynamic)
+        try:
+            with torch.no_grad():
+                expected = model(probe)
+        except Exception as e:  # noqa: BLE001  (the model itself refuses that size: not dynamic)
+            errors.append(f"{tuple(probe.shape[2:])} px does not run in PyTorch ({_first_op(e)})")
+            continue
         for dynamo in (True, False):
-            probe = check if dynamic else torch.cat([check, check])[:example.shape[0]]
+            name = "torch.onnx dynamo" if dynamo else "torch.onnx (TorchScript-based)"
             try:
                 with _quiet():
-                    if dynamo:
-                        _require("onnxscript", "onnxscript")
-                        shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic else None
-                        torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=OPSET,
-                                          dynamic_shapes=shapes, input_names=["input"], output_names=["logits"],
-                                          verbose=False)
-                    else:
-                        axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None
-                        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=OPSET,
-                                          input_names=["input"], output_names=["logits"], dynamic_axes=axes)
+                    _onnx_export(model, example, path, dynamic, dynamo)
                     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-                    got = session.run(None, {session.get_inputs()[0].name: probe.numpy()})[0]
-                name = "torch.onnx dynamo" if dynamo else "torch.onnx (TorchScript-based)"
-                return name, torch.from_numpy(got), probe, (["batch"] if dynamic else [])
+                    got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: probe.numpy()})[0])
             except MissingDependencyError:
                 raise
             except Exception as e:  # noqa: BLE001  (the exporters' errors are many types; named below)
                 errors.append(_first_op(e))
-    raise ExportError(f"{path.stem}: ONNX export failed (dynamo exporter: {errors[0]}; TorchScript-based "
-                      f"exporter: {errors[1]}); --format torchscript or safetensors works for this architecture")
+                continue
+            diff = float((got - expected).abs().max()) if got.shape == expected.shape else float("inf")
+            if diff <= TOLERANCE:
+                return name, got, probe, expected, list(dynamic)
+            errors.append(f"{name} with {'dynamic ' + ', '.join(dynamic) if dynamic else 'fixed shapes'} "
+                          f"differs from PyTorch by {diff:.3g}")
+    raise ExportError(f"{path.stem}: ONNX export failed at fixed shapes too (dynamo exporter: {errors[-2]}; "
+                      f"TorchScript-based exporter: {errors[-1]}); --format torchscript or safetensors works "
+                      "for this architecture")
+
+
+def _probe(example, check, dynamic: tuple[str, ...]):
+    """The input an attempt is checked on: ``check`` (another batch than the example), 32 px larger
+    when the spatial size is dynamic, the example's own batch when the batch is fixed."""
+    import torch
+
+    if "height" in dynamic:
+        b, c, h, w = check.shape
+        return torch.randn(b, c, h + 32, w + 32, generator=torch.Generator().manual_seed(1))
+    if dynamic:
+        return check
+    return torch.cat([check, check])[:example.shape[0]]
+
+
+def _onnx_export(model, example, path: Path, dynamic: tuple[str, ...], dynamo: bool) -> None:
+    import torch
+
+    if dynamo:
+        _require("onnxscript", "onnxscript")
+        axes = {}
+        if "batch" in dynamic:
+            axes[0] = torch.export.Dim("batch", min=1, max=4096)
+        if "height" in dynamic:  # multiples of the total stride
+            axes[2] = 32 * torch.export.Dim("height_32", min=1, max=128)
+            axes[3] = 32 * torch.export.Dim("width_32", min=1, max=128)
+        torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=OPSET,
+                          dynamic_shapes=({**axes},) if axes else None, input_names=["input"],
+                          output_names=["logits"], verbose=False)
+    else:
+        axes = {"input": {i: n for i, n in zip((0, 2, 3), dynamic)}, "logits": {0: "batch"} if "batch" in dynamic else {}}
+        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=OPSET,
+                          input_names=["input"], output_names=["logits"], dynamic_axes=axes if dynamic else None)
 
 
 @contextlib.contextmanager

@@ -1,10 +1,12 @@
 """The pure parts of the benchmark scripts (their measurements run outside the suite)."""
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,3 +46,17 @@ def test_retrain_studies_are_named_by_the_set_of_architectures():
     assert svr.retrain_names(["b", "a", "a"], 2) == svr.retrain_names(["a", "b"], 2)
     assert svr.retrain_names(["a", "b"], 2)[1].endswith("-seed1")
     assert svr.retrain_names(["a"], 1) != svr.retrain_names(["a", "b"], 1)
+
+
+def test_step_time_compare_times_both_mlp_layouts_on_the_seeds_that_have_them(tmp_path):
+    out = tmp_path / "mlp_layout.csv"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_time.py"), "--compare", "mlp-layout", "--seeds", "convmlp_s",
+                           "cmt_ti", "--resolutions", "32", "--batch", "2", "--repeats", "1", "--warmup", "0",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "cmt_ti           has no mlp-layout layer: skipped" in done.stdout
+    df = pd.read_csv(out)
+    assert list(df.seed) == ["convmlp_s"] and list(df.resolution) == [32]
+    assert (df.conv_ms > 0).all() and (df.linear_ms > 0).all()
+    assert df.speedup.iloc[0] == pytest.approx(df.conv_ms.iloc[0] / df.linear_ms.iloc[0])
+    assert df.max_abs_diff.iloc[0] < 1e-4  # the two layouts compute the same function

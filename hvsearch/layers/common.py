@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, trunc_normal_
 from torch import nn
 
@@ -125,12 +126,41 @@ class ConvDownsample(nn.Sequential):
 
 @register_module("ffn", "mlp")
 class MlpFFN(nn.Sequential):
+    """Per-token MLP: 1×1 conv → GELU → 1×1 conv, the papers' two Linear layers.
+
+    The parameters are those of the 1×1 convs (``0.weight`` is hidden × dim × 1 × 1, as the
+    official conv-form code has them), but :attr:`layout` ``"linear"`` (the default) computes
+    them as ``Linear`` layers on channels-last tokens: a 1×1 conv on the small maps of a 32-px
+    proxy is 1.9–3.5× slower than the same matmul, and the permutes around it are views (a
+    preceding ``LayerNorm2d`` already leaves channels-last memory). Same multiply-adds, same
+    outputs to float rounding; ``"conv"`` keeps the conv form (``benchmarks/step_time.py
+    --compare mlp-layout`` times the two; :func:`set_mlp_layout` switches a whole model)."""
+
     def __init__(self, cfg: MlpFFNConfig, dim: int, ctx):
         hidden = hidden_width(dim, cfg.ratio)
         super().__init__(nn.Conv2d(dim, hidden, 1, bias=cfg.bias), nn.GELU(),
                          nn.Conv2d(hidden, dim, 1, bias=cfg.bias))
+        self.layout = "linear"
         # 1×1 convs are the papers' Linear layers: trunc-normal as every family inits those
         init_weights(self, conv="trunc_normal")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layout == "conv":
+            return self[2](self[1](self[0](x)))
+        x = F.linear(x.permute(0, 2, 3, 1), self[0].weight.flatten(1), self[0].bias)
+        x = F.linear(self[1](x), self[2].weight.flatten(1), self[2].bias)
+        return x.permute(0, 3, 1, 2)
+
+
+def set_mlp_layout(model: nn.Module, layout: str) -> int:
+    """Set every :class:`MlpFFN` under ``model`` to ``layout`` (``linear`` or ``conv``); returns
+    how many it set. The parameters are the same in both, so a trained model can switch."""
+    if layout not in ("linear", "conv"):
+        raise ValueError(f"layout must be linear or conv, got {layout!r}")
+    mlps = [m for m in model.modules() if isinstance(m, MlpFFN)]
+    for m in mlps:
+        m.layout = layout
+    return len(mlps)
 
 
 @register_module("head", "norm_pool")

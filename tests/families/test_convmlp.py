@@ -234,3 +234,30 @@ def test_convmlp_cmt_hybrid_trains(fit_batch):
     assert all(math.isfinite(v) for v in losses)
     assert losses[0] == pytest.approx(math.log(4), rel=0.3)
     assert sum(losses[-3:]) / 3 < 0.25 * losses[0], losses
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_mlp_linear_layout_has_conv_params_and_outputs(bias, monkeypatch):
+    """The channel MLP runs as Linear on channels-last tokens, with the 1×1 convs' parameters:
+    same names, shapes and count as the conv form, the same outputs and gradients to rounding."""
+    from hvsearch.layers.common import MlpFFN
+
+    torch.manual_seed(0)
+    mlp = MlpFFN(MlpFFNConfig(ratio=3.0, bias=bias), 16, _ctx(16))
+    assert mlp.layout == "linear"
+    assert [(n, tuple(p.shape)) for n, p in mlp.named_parameters()] == \
+        [("0.weight", (48, 16, 1, 1))] + [("0.bias", (48,))] * bias + [("2.weight", (16, 48, 1, 1))] + [("2.bias", (16,))] * bias
+    assert _n_params(mlp) == 2 * 16 * 48 + bias * (48 + 16)
+    x = torch.randn(3, 16, 5, 7, requires_grad=True)
+    out = mlp(x)
+    out.square().sum().backward()
+    grads = [x.grad.clone()] + [p.grad.clone() for p in mlp.parameters()]
+    x.grad = None
+    mlp.zero_grad()
+    monkeypatch.setattr(mlp, "layout", "conv")
+    ref = F.conv2d(F.gelu(F.conv2d(x, mlp[0].weight, mlp[0].bias)), mlp[2].weight, mlp[2].bias)
+    torch.testing.assert_close(mlp(x), ref)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    ref.square().sum().backward()
+    for got, want in zip(grads, [x.grad] + [p.grad for p in mlp.parameters()]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -1,8 +1,9 @@
 """ConvMLP layers (Li et al., arXiv 2109.04454): the convolutional tokenizer, the conv-stage
 bottleneck and the conv-MLP mixer.
 
-Layout: NCHW throughout; the channel MLPs are 1×1 convs (the same multiply-adds as the official
-channels-last Linear layers) so the block's norms and FFN stay the generic ones.
+Layout: NCHW maps between layers; the channel MLPs are the generic :class:`MlpFFN`, whose
+parameters are 1×1 convs but which runs them as the official code's channels-last ``Linear``
+layers (the same multiply-adds; much faster on a proxy's small maps).
 
 Init follows the official code: Conv2d weights Kaiming-normal on fan-out for ReLU with PyTorch's
 fan computation (out_channels · k², *not* divided by groups, so the depthwise connect starts
