@@ -11,12 +11,18 @@ interleaved call by call in this one process (so both see the same machine), aft
 the 1-minute load average before and after: a figure taken beside another heavy job is worthless.
 ``--resolution 0`` exports every seed at its own resolution.
 
+Exporting is slow and needs no quiet machine; timing needs one. ``--keep DIR`` keeps the exported
+files, and ``--latency-of DIR`` then only times what is there (each ``.onnx`` against a PyTorch
+model built from its ``.yaml``, at every ``--threads`` count), into ``--out/latency.csv``:
+
     python benchmarks/export_check.py --resolution 64
-    python benchmarks/export_check.py --formats onnx --resolution 0 --latency --out results/benchmarks/export-latency
+    python benchmarks/export_check.py --formats onnx --resolution 0 --keep exports/seeds
+    python benchmarks/export_check.py --latency-of exports/seeds --threads 1 2 --out results/benchmarks/export-latency
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -27,14 +33,15 @@ from pathlib import Path
 import pandas as pd
 
 
-def latency(model, onnx_path: Path, x, repeats: int = 30, warmup: int = 5) -> dict:
-    """PyTorch vs ONNX Runtime on ``x``: median and p90 ms, interleaved, one thread each."""
+def latency(model, onnx_path: Path, x, repeats: int = 30, warmup: int = 5, threads: int = 1) -> dict:
+    """PyTorch vs ONNX Runtime on ``x``: median and p90 ms, interleaved, ``threads`` each."""
     import onnxruntime as ort
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: x.numpy()}
     times: dict[str, list[float]] = {"torch": [], "ort": []}
@@ -49,13 +56,44 @@ def latency(model, onnx_path: Path, x, repeats: int = 30, warmup: int = 5) -> di
             if i >= warmup:
                 times["torch"].append(1e3 * (t1 - t0))
                 times["ort"].append(1e3 * (t2 - t1))
-    out = {"batch": x.shape[0], "load_before": load_before, "load_after": os.getloadavg()[0]}
+    out = {"batch": x.shape[0], "threads": threads, "load_before": load_before, "load_after": os.getloadavg()[0]}
     for key, values in times.items():
         values.sort()
         out[f"{key}_ms"] = statistics.median(values)
         out[f"{key}_p90_ms"] = values[int(0.9 * (len(values) - 1))]
     out["ort_speedup"] = out["torch_ms"] / out["ort_ms"]
     return out
+
+
+def latency_of(folder: Path, threads: list[int], out: Path) -> int:
+    """Time every ``<name>.onnx`` in ``folder`` (with its ``.yaml`` and ``.json``) against PyTorch."""
+    import json
+
+    import torch
+
+    from hvsearch.arch import ModelSpec
+    from hvsearch.models import build_model
+
+    rows = []
+    files = sorted(folder.glob("*.onnx"))
+    if not files:
+        print(f"no .onnx files in {folder}", file=sys.stderr)
+        return 1
+    for path in files:
+        meta = json.loads(path.with_suffix(".json").read_text())
+        model = build_model(ModelSpec.load(path.with_suffix(".yaml"))).eval()
+        batch = 1 if "batch" in meta["dynamic"] else 2  # the export's fixed batch
+        x = torch.randn(batch, *meta["input_size"])
+        for n in threads:
+            row = {"model": path.stem, "resolution": meta["input_size"][-1], "dynamic": ",".join(meta["dynamic"]),
+                   **latency(model, path, x, threads=n)}
+            rows.append(row)
+            print(f"{path.stem:16s} {n} thread(s) batch {batch}: torch {row['torch_ms']:8.2f} ms, onnxruntime "
+                  f"{row['ort_ms']:8.2f} ms ({row['ort_speedup']:.2f}x), load {row['load_before']:.2f}", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out / "latency.csv", index=False)
+    print(f"written {out / 'latency.csv'}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,14 +103,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resolution", type=int, default=64, help="export size (default 64: fast on CPU; 0: each "
                    "seed's own)")
     p.add_argument("--latency", action="store_true", help="time PyTorch vs ONNX Runtime at batch 1 (ONNX rows)")
+    p.add_argument("--keep", type=Path, help="keep the exported files in this folder")
+    p.add_argument("--latency-of", type=Path, help="only time the ONNX files already exported to this folder")
+    p.add_argument("--threads", type=int, nargs="+", default=[1], help="thread counts for the timing (default 1)")
     p.add_argument("--out", type=Path, default=Path("results/benchmarks/export"))
     args = p.parse_args(argv)
+    if args.latency_of:
+        return latency_of(args.latency_of, args.threads, args.out)
     from hvsearch.errors import HVSearchError
     from hvsearch.export import export
     from hvsearch.models import get_seed, seed_names
 
     rows = []
-    with tempfile.TemporaryDirectory(prefix="hvs-export-") as tmp:
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    with (contextlib.nullcontext(str(args.keep)) if args.keep
+          else tempfile.TemporaryDirectory(prefix="hvs-export-")) as tmp:
         for seed in args.seeds or seed_names():
             for fmt in args.formats:
                 t0 = time.monotonic()
