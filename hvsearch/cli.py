@@ -448,6 +448,49 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _latency_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("arch", nargs="+", help="seeds, architecture files, or STUDY:best / STUDY:<trial number>")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--resolution", type=int, help="input size (default each architecture's own)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--repeats", type=int, default=50, help="timed runs (default 50)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
+    p.add_argument("--again", action="store_true", help="measure even when the store has this key, and "
+                   "say whether the new number agrees with the earlier ones")
+    p.add_argument("--store", default="studies/latency.db", help="the cache (default studies/latency.db; "
+                   "'none' measures without one)")
+    p.add_argument("--storage", help="the study's storage URL for STUDY:... (default studies/<study>.db)")
+    p.add_argument("--format", choices=("lines", "table", "csv", "json"), default="lines")
+
+
+@command("latency", help="measure an architecture's inference latency here (median, p90; cached per key)")
+@arguments(_latency_args)
+def cmd_latency(args: argparse.Namespace) -> int:
+    for ref in args.arch:
+        arch_ref.check(ref)
+    import pandas as pd
+
+    from hvsearch.latency import describe, latency
+
+    store = None if args.store == "none" else args.store
+    rows = []
+    for ref in args.arch:
+        spec = arch_ref.resolve(ref, storage=args.storage)
+        m = latency(spec, device=args.device, runtime=args.runtime, batch=args.batch, resolution=args.resolution,
+                    threads=args.threads, repeats=args.repeats, warmup=args.warmup, store=store, again=args.again)
+        if args.format == "lines":
+            print(describe(m), flush=True)
+        rows.append(m.row())
+    if args.format != "lines":
+        df = pd.DataFrame(rows)[["name", "arch_id", "device", "runtime", "batch", "resolution", "threads", "median_ms",
+                                 "p90_ms", "min_ms", "max_ms", "repeats", "load_before", "load_after", "cpus",
+                                 "flags", "cached", "hardware"]]
+        _emit(df, args.format, "{:.2f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

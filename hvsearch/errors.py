@@ -82,6 +82,11 @@ class ExportError(HVSearchError):
     """An architecture cannot be written in a format, or its export does not match PyTorch."""
 
 
+class LatencyError(HVSearchError):
+    """A latency cannot be measured as asked (a device that is not there, a bad option, a store
+    that is not one)."""
+
+
 class MissingDependencyError(HVSearchError, ImportError):
     """An optional package is not installed; the message gives the install line."""
 

@@ -1,0 +1,295 @@
+"""Measured latency of an architecture on the machine that runs this: ``hvsearch latency``.
+
+Measured, not predicted: the model is built (freshly initialised: weights do not change the
+arithmetic), run ``warmup`` times, then timed ``repeats`` times one forward at a time, in PyTorch
+(eager, ``inference_mode``) or in ONNX Runtime on the model exported and checked by
+:mod:`hvsearch.export`. The result keeps the dispersion (median, p90, min, max over the repeats)
+and the machine's state: the 1-minute load average before and after and the CPUs this process may
+use. A measurement is flagged
+
+* ``busy`` when other processes were using the cores it needed (load before + threads > CPUs):
+  its numbers are pessimistic;
+* ``noisy`` when its own runs disagree (p90 more than :data:`NOISY_SPREAD` × the median);
+* ``disagrees`` when it is a repeat (``again=True``) whose median is more than
+  :data:`AGREEMENT` away from the earlier ones of the same key.
+
+Results are cached in a small SQLite store next to the studies (``studies/latency.db``), keyed by
+(arch id, resolution, batch, device, runtime, threads) and the hardware (CPU model or GPU name
+and the CPU count), so a search or ``scale`` asks once per architecture; every measurement is kept,
+and the cached answer is the latest one that is not flagged busy (when all are, the next call
+measures again).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from hvsearch.errors import LatencyError
+
+DEVICES = ("cpu", "cuda")
+RUNTIMES = ("torch", "onnxruntime")
+#: p90 / median above this flags a measurement ``noisy``.
+NOISY_SPREAD = 1.25
+#: repeated measurements of one key agree when their medians are within this fraction.
+AGREEMENT = 0.10
+STORE_NAME = "latency.db"
+
+
+@dataclass
+class Latency:
+    arch_id: str
+    name: str
+    device: str
+    runtime: str
+    batch: int
+    resolution: int
+    threads: int
+    hardware: str
+    median_ms: float
+    p90_ms: float
+    min_ms: float
+    max_ms: float
+    repeats: int
+    load_before: float
+    load_after: float
+    cpus: int
+    measured_at: float
+    flags: list[str] = dataclasses.field(default_factory=list)
+    cached: bool = False
+
+    @property
+    def spread(self) -> float:
+        return self.p90_ms / self.median_ms if self.median_ms > 0 else float("inf")
+
+    def row(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["flags"] = ",".join(self.flags)
+        return out
+
+
+def cpus() -> int:
+    """CPUs this process may run on (its affinity), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def hardware(device: str) -> str:
+    """What the number is about: the GPU's name, or the CPU model and the CPUs this process has."""
+    if device == "cuda":
+        import torch
+
+        return f"{torch.cuda.get_device_name()} (cuda)"
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model} x{cpus()}"
+
+
+def _check_options(device: str, runtime: str, batch: int, threads: int, repeats: int, warmup: int) -> None:
+    if device not in DEVICES:
+        raise LatencyError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if runtime not in RUNTIMES:
+        raise LatencyError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    for name, value, least in (("--batch", batch, 1), ("--threads", threads, 1), ("--repeats", repeats, 5),
+                               ("--warmup", warmup, 0)):
+        if not isinstance(value, int) or value < least:
+            raise LatencyError(f"{name} must be an integer >= {least}, got {value!r}")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise LatencyError("--device cuda: no CUDA device is visible to this process (torch.cuda.is_available() "
+                               "is False); measure on the machine the model will run on")
+
+
+def _timed(run: Callable[[], object], repeats: int, warmup: int, sync: Callable[[], None]) -> list[float]:
+    for _ in range(warmup):
+        run()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        sync()
+        times.append(1e3 * (time.perf_counter() - t0))
+    return times
+
+
+def _torch_runner(model, x):
+    import torch
+
+    def run():
+        with torch.inference_mode():
+            return model(x)
+    return run
+
+
+def _ort_runner(spec, model, x, threads: int, device: str, folder: Path):
+    from hvsearch.export import _onnx, _require
+
+    ort = _require("onnxruntime", "onnxruntime")
+    import torch
+
+    path = folder / f"{spec.arch_id}.onnx"
+    check = torch.randn(3, *x.shape[1:], generator=torch.Generator().manual_seed(1))
+    _exporter, _got, _probe, _expected, dynamic = _onnx(model.cpu(), x.cpu(), check, path)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise LatencyError("--runtime onnxruntime --device cuda needs onnxruntime-gpu (CUDAExecutionProvider "
+                           "is not available)")
+    session = ort.InferenceSession(str(path), options, providers=providers)
+    feed = {session.get_inputs()[0].name: x.cpu().numpy()}
+    return lambda: session.run(None, feed)
+
+
+def measure(spec, device: str = "cpu", runtime: str = "torch", batch: int = 1, resolution: int | None = None,
+            threads: int = 1, repeats: int = 50, warmup: int = 10) -> Latency:
+    """Measure ``spec`` once (no cache): see the module docstring."""
+    _check_options(device, runtime, batch, threads, repeats, warmup)
+    import tempfile
+
+    import torch
+
+    from hvsearch.models import HybridBackbone
+
+    res = resolution or spec.resolution
+    if res % 32:
+        raise LatencyError(f"--resolution must be a multiple of 32 (the total stride), got {res}")
+    model = HybridBackbone(spec).eval()
+    x = torch.randn(batch, spec.in_chans, res, res, generator=torch.Generator().manual_seed(0))
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    try:
+        with tempfile.TemporaryDirectory(prefix="hvs-latency-") as tmp:
+            if runtime == "onnxruntime":
+                run = _ort_runner(spec, model, x, threads, device, Path(tmp))
+            else:
+                model, x = model.to(device), x.to(device)
+                run = _torch_runner(model, x)
+            load_before = os.getloadavg()[0]
+            times = _timed(run, repeats, warmup, sync)
+            load_after = os.getloadavg()[0]
+    finally:
+        torch.set_num_threads(previous_threads)
+    times.sort()
+    n = cpus()
+    out = Latency(arch_id=spec.arch_id, name=spec.name or spec.arch_id, device=device, runtime=runtime, batch=batch,
+                  resolution=res, threads=threads, hardware=hardware(device), median_ms=statistics.median(times),
+                  p90_ms=times[int(0.9 * (len(times) - 1))], min_ms=times[0], max_ms=times[-1], repeats=repeats,
+                  load_before=load_before, load_after=load_after, cpus=n, measured_at=time.time())
+    if device == "cpu" and load_before + threads > n:
+        out.flags.append("busy")
+    if out.spread > NOISY_SPREAD:
+        out.flags.append("noisy")
+    return out
+
+
+class LatencyStore:
+    """Every measurement, in SQLite; see the module docstring for the key and the cached answer."""
+
+    KEY = ("arch_id", "resolution", "batch", "device", "runtime", "threads", "hardware")
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path)
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS latency (arch_id TEXT, name TEXT, resolution INT, batch INT, device TEXT, "
+                "runtime TEXT, threads INT, hardware TEXT, median_ms REAL, p90_ms REAL, min_ms REAL, max_ms REAL, "
+                "repeats INT, load_before REAL, load_after REAL, cpus INT, measured_at REAL, flags TEXT)")
+            self._db.execute("CREATE INDEX IF NOT EXISTS latency_key ON latency "
+                             "(arch_id, resolution, batch, device, runtime, threads, hardware)")
+            self._db.commit()
+        except sqlite3.DatabaseError as e:
+            raise LatencyError(f"{self.path}: not a latency store ({e})") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def all(self, **key) -> list[Latency]:
+        where = " AND ".join(f"{k} = ?" for k in key)
+        cur = self._db.execute(f"SELECT * FROM latency{' WHERE ' + where if where else ''} ORDER BY measured_at",
+                               tuple(key.values()))
+        names = [d[0] for d in cur.description]
+        out = []
+        for values in cur.fetchall():
+            row = dict(zip(names, values))
+            row["flags"] = [f for f in row["flags"].split(",") if f]
+            out.append(Latency(**row, cached=True))
+        return out
+
+    def get(self, **key) -> Latency | None:
+        rows = self.all(**key)
+        if not rows:
+            return None
+        calm = [r for r in rows if "busy" not in r.flags]
+        return (calm or rows)[-1]
+
+    def add(self, m: Latency) -> None:
+        row = m.row()
+        row.pop("cached")
+        cols = ", ".join(row)
+        self._db.execute(f"INSERT INTO latency ({cols}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+        self._db.commit()
+
+
+def latency(spec, device: str = "cpu", runtime: str = "torch", batch: int = 1, resolution: int | None = None,
+            threads: int = 1, repeats: int = 50, warmup: int = 10, store: str | Path | None = "studies/latency.db",
+            again: bool = False) -> Latency:
+    """The latency of ``spec`` from the store when it has a calm one for this key (``cached`` is
+    then True), else measured and stored. ``again`` measures even when cached and flags ``disagrees``
+    when the new median is more than :data:`AGREEMENT` away from the earlier ones' median."""
+    _check_options(device, runtime, batch, threads, repeats, warmup)
+    res = resolution or spec.resolution
+    if store is None:
+        return measure(spec, device, runtime, batch, res, threads, repeats, warmup)
+    db = LatencyStore(store)
+    try:
+        key = dict(arch_id=spec.arch_id, resolution=res, batch=batch, device=device, runtime=runtime,
+                   threads=threads, hardware=hardware(device))
+        if not again:
+            hit = db.get(**key)
+            if hit is not None and "busy" not in hit.flags:
+                return hit  # (only busy ones stored: measure again, the machine may be calm now)
+        earlier = db.all(**key)
+        m = measure(spec, device, runtime, batch, res, threads, repeats, warmup)
+        if earlier:
+            before = statistics.median(e.median_ms for e in earlier)
+            if abs(m.median_ms - before) > AGREEMENT * before:
+                m.flags.append("disagrees")
+        db.add(m)
+        return m
+    finally:
+        db.close()
+
+
+def describe(m: Latency) -> str:
+    """One line: the numbers, where they come from, and any flag spelled out."""
+    words = {"busy": f"the machine was busy (load {m.load_before:.2f} before, {m.cpus} CPUs): pessimistic",
+             "noisy": f"its runs disagree (p90 {m.spread:.2f}x the median)",
+             "disagrees": f"differs by more than {AGREEMENT:.0%} from earlier measurements of the same key"}
+    line = (f"{m.name}: {m.median_ms:.2f} ms median, {m.p90_ms:.2f} ms p90 ({m.runtime} on {m.device}, batch "
+            f"{m.batch}, {m.resolution} px, {m.threads} thread{'s' * (m.threads > 1)}, {m.repeats} runs"
+            f"{', cached' if m.cached else ''})")
+    return line + "".join(f"; warning: {words[f]}" for f in m.flags)
+
+
+def to_json(m: Latency) -> str:
+    return json.dumps(m.row())
