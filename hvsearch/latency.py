@@ -114,9 +114,16 @@ def _check_options(device: str, runtime: str, batch: int, threads: int, repeats:
                                "is False); measure on the machine the model will run on")
 
 
+#: warm-up lasts at least this long as well as ``warmup`` runs: the first calls of a process pay
+#: for allocator growth and kernel selection, which a few runs of a small model do not cover.
+MIN_WARMUP_S = 0.25
+
+
 def _timed(run: Callable[[], object], repeats: int, warmup: int, sync: Callable[[], None]) -> list[float]:
-    for _ in range(warmup):
+    start, done = time.perf_counter(), 0
+    while done < warmup or time.perf_counter() - start < MIN_WARMUP_S:
         run()
+        done += 1
     sync()
     times = []
     for _ in range(repeats):

@@ -23,7 +23,7 @@ import yaml
 from hvsearch.search import study as st
 from hvsearch.values import is_int
 
-COLUMNS = ["trial", "state", "status", "val_top1", "val_top5", "train_loss", "params", "flops",
+COLUMNS = ["trial", "state", "status", "val_top1", "val_top5", "train_loss", "params", "flops", "latency_ms",
            "epochs", "train_time_s", "images_per_s", "arch_id", "node_id", "fail_reason"]
 
 
@@ -49,7 +49,7 @@ def trials_frame(study) -> pd.DataFrame:
             "trial": t.number, "state": t.state.name, "status": a.get(st.ATTR_STATUS),
             "val_top1": last.get("val_top1"), "val_top5": last.get("val_top5"),
             "train_loss": last.get("train_loss"), "params": a.get(st.ATTR_PARAMS),
-            "flops": a.get(st.ATTR_FLOPS), "epochs": a.get(st.ATTR_EPOCHS),
+            "flops": a.get(st.ATTR_FLOPS), "latency_ms": a.get(st.ATTR_LATENCY), "epochs": a.get(st.ATTR_EPOCHS),
             "train_time_s": a.get(st.ATTR_TRAIN_TIME), "images_per_s": last.get("images_per_s"),
             "arch_id": a.get(st.ATTR_ARCH_ID), "node_id": a.get(st.ATTR_NODE),
             "fail_reason": a.get(st.ATTR_REASON),
@@ -93,7 +93,7 @@ def _column_order(columns):
 
 def cost_objective(study) -> str:
     objectives = study.user_attrs.get("objectives") or ["accuracy"]
-    return "params" if "params" in objectives else "flops"
+    return "params" if "params" in objectives else "latency_ms" if "latency" in objectives else "flops"
 
 
 def pareto_front(df: pd.DataFrame, cost: str = "flops") -> pd.DataFrame:
@@ -148,20 +148,22 @@ def plot_pareto(df: pd.DataFrame, front: pd.DataFrame, cost: str, path: Path, ti
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    label, short, scale = {"flops": ("FLOPs (M multiply-adds)", "FLOPs", 1e6), "params": ("params (M)", "params", 1e6),
+                           "latency_ms": ("latency (ms, median)", "latency", 1.0)}[cost]
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     for state, style in (("PRUNED", dict(c="0.75", marker="x", label="pruned (last epoch)")),
                          ("COMPLETE", dict(c="tab:blue", marker="o", label="trained"))):
         sub = df[(df["state"] == state) & df["val_top1"].notna() & df[cost].notna()]
         if not sub.empty:
-            ax.scatter(sub[cost] / 1e6, sub["val_top1"], s=22, **style)
-    ax.step(front[cost] / 1e6, front["val_top1"], where="post", c="tab:red", lw=1.2)
-    ax.scatter(front[cost] / 1e6, front["val_top1"], c="tab:red", s=36, label="Pareto front", zorder=3)
+            ax.scatter(sub[cost] / scale, sub["val_top1"], s=22, **style)
+    ax.step(front[cost] / scale, front["val_top1"], where="post", c="tab:red", lw=1.2)
+    ax.scatter(front[cost] / scale, front["val_top1"], c="tab:red", s=36, label="Pareto front", zorder=3)
     for _, row in front.iterrows():
-        ax.annotate(str(int(row["trial"])), (row[cost] / 1e6, row["val_top1"]), fontsize=7,
+        ax.annotate(str(int(row["trial"])), (row[cost] / scale, row["val_top1"]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("FLOPs (M multiply-adds)" if cost == "flops" else "params (M)")
+    ax.set_xlabel(label)
     ax.set_ylabel("val top-1 (%)")
-    ax.set_title(f"{title}: accuracy vs {'FLOPs' if cost == 'flops' else 'params'}")
+    ax.set_title(f"{title}: accuracy vs {short}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

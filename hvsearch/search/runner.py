@@ -367,6 +367,24 @@ def _cost_fn(space: Space):
     return cost
 
 
+def _latency_fn(space: Space, studies_dir: str | Path):
+    """spec -> its measured latency (hvsearch.latency, cached in ``studies_dir/latency.db``), or
+    None when the space neither optimises nor constrains latency."""
+    settings = space.latency
+    if settings is None:
+        return None
+    store = Path(studies_dir) / "latency.db"
+
+    def measure(spec):
+        from hvsearch.latency import latency
+
+        return latency(spec, device=settings.device, runtime=settings.runtime, batch=settings.batch,
+                       resolution=settings.resolution, threads=settings.threads, repeats=settings.repeats,
+                       warmup=settings.warmup, store=store)
+
+    return measure
+
+
 def run_search(space: Space, *, study: str | None = None, storage: str | None = None,
                address: str | None = None, resume: bool = False, num_cpus: int | None = None,
                studies_dir: str | Path = "studies", results_dir: str | Path | None = "results",
@@ -479,7 +497,8 @@ def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, ad
         deadline = (say.t0 + space.search.time_budget) if space.search.time_budget else None
         ckpt_root = study_dir / "checkpoints"
         searcher = StudySearcher(space, opened, sampler, _cost_fn(space), epochs, checkpoint_root=ckpt_root,
-                                 deadline=deadline, slots=remaining, say=say)
+                                 deadline=deadline, slots=remaining, say=say,
+                                 latency_fn=_latency_fn(space, study_dir.parent))
         scheduler = TellingASHA(searcher.asha_stopped, time_attr="epoch", max_t=epochs,
                                 grace_period=space.search.grace_period,
                                 reduction_factor=space.search.reduction_factor)
@@ -665,8 +684,9 @@ class Progress(Callback):
             self.first_start = time.monotonic()
         cfg = trial.config
         mixers = "/".join(s["mixer"]["type"] for s in cfg["arch"]["stages"])
+        latency = f", {cfg['latency_ms']:.3g} ms" if cfg.get("latency_ms") is not None else ""
         self.say(f"{self._label(trial)} start: {mixers}, {human(cfg['n_params'])} params, "
-                 f"{human(cfg['flops'])} FLOPs")
+                 f"{human(cfg['flops'])} FLOPs{latency}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.say(f"{self._label(trial)} epoch {result.get('epoch')}/{self.epochs}: val top-1 "

@@ -38,7 +38,7 @@ from typing import Any, Callable
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from hvsearch.errors import SpecError
+from hvsearch.errors import HVSearchError, SpecError
 from hvsearch.search import study as st
 from hvsearch.search.failures import NOT_STARTED, error_reason
 from hvsearch.search.prescreen import PrescreenMixin
@@ -51,8 +51,10 @@ MAX_REJECTS_IN_A_ROW = 200
 class StudySearcher(PrescreenMixin, OptunaSearch):
     def __init__(self, space: Space, opened: st.Opened, sampler, cost_fn: Callable, epochs: int,
                  checkpoint_root: Path | None = None, deadline: float | None = None,
-                 slots: int | None = None, say: Callable[[str], None] | None = None):
+                 slots: int | None = None, say: Callable[[str], None] | None = None,
+                 latency_fn: Callable | None = None):
         self.space = space
+        self.latency_fn = latency_fn  # spec -> hvsearch.latency.Latency, or None: not measured
         self.say = say  # progress lines (the runner's), or None
         self.prescreen = space.search.prescreen
         self.slots_left = slots if slots is not None else space.search.trials  # trials still to start
@@ -175,10 +177,25 @@ class StudySearcher(PrescreenMixin, OptunaSearch):
         broken = self.space.constraints.violations(params, flops)
         if broken:
             return self._reject(ot_trial, "invalid", f"{'; '.join(broken)} (at {res}x{res})")
+        latency_ms = None
+        if self.latency_fn is not None:  # measured before it trains, so the constraint can reject it
+            try:
+                m = self.latency_fn(spec)
+            except HVSearchError as e:
+                return self._reject(ot_trial, "invalid", f"its latency could not be measured: {e}")
+            latency_ms = m.median_ms
+            ot_trial.set_user_attr(st.ATTR_LATENCY, latency_ms)
+            ot_trial.set_user_attr(st.ATTR_LATENCY_INFO, {
+                "p90_ms": m.p90_ms, "flags": m.flags, "cached": m.cached, "device": m.device, "runtime": m.runtime,
+                "batch": m.batch, "resolution": m.resolution, "threads": m.threads, "load_before": m.load_before})
+            broken = self.space.constraints.latency_violations(latency_ms)
+            if broken:
+                return self._reject(ot_trial, "invalid", f"{broken[0]} ({m.runtime} on {m.device}, batch {m.batch}, "
+                                    f"{m.resolution} px, {m.threads} thread{'s' * (m.threads > 1)})")
         ot_trial.set_user_attr(st.ATTR_STATUS, "running")
         self._seen[arch_id] = ot_trial.number
         return {"optuna_trial": ot_trial.number, "arch_id": arch_id, "arch": spec.to_dict(),
-                "n_params": params, "flops": flops}
+                "n_params": params, "flops": flops, "latency_ms": latency_ms}
 
     def _reject(self, ot_trial, status: str, reason: str) -> None:
         from optuna.trial import TrialState

@@ -47,6 +47,8 @@ ATTR_ARCH_ID = "arch_id"
 ATTR_PARAMS = "n_params"
 ATTR_FLOPS = "flops"
 ATTR_COST_RES = "cost_resolution"
+ATTR_LATENCY = "latency_ms"  # the median of the measurement (hvsearch.latency)
+ATTR_LATENCY_INFO = "latency"  # its p90, flags and where it was measured
 ATTR_HISTORY = "history"
 ATTR_TRAIN_TIME = "train_time_s"
 ATTR_EPOCHS = "epochs"
@@ -60,7 +62,7 @@ HEARTBEAT_S = 20.0
 STALE_AFTER_S = 90.0
 
 METRIC = "val_top1"  # what a trial reports and the study maximises (first objective)
-RESULT_KEYS = {"accuracy": "val_top1", "flops": "flops", "params": "n_params"}
+RESULT_KEYS = {"accuracy": "val_top1", "flops": "flops", "params": "n_params", "latency": "latency_ms"}
 
 
 def directions(space: Space) -> list[str]:

@@ -23,7 +23,7 @@ def train_trial(config: dict[str, Any], train: dict[str, Any], data: dict[str, A
     from hvsearch.train.proxy import train_proxy
 
     spec = ModelSpec.from_dict(config["arch"])
-    extra = {"flops": config["flops"], "n_params": config["n_params"],
+    extra = {"flops": config["flops"], "n_params": config["n_params"], "latency_ms": config.get("latency_ms"),
              "node_id": ray.get_runtime_context().get_node_id()}
 
     ckpt = Path(checkpoint_root) / config["arch_id"] if checkpoint_root else None

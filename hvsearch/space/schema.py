@@ -56,8 +56,8 @@ SAMPLERS = ("tpe", "random", "nsga2")
 # the zero-cost scores of hvsearch.zerocost (named here so that loading a space needs no torch;
 # a test keeps the two lists equal)
 PRESCREEN_SCORES = ("synflow", "naswot", "grad_norm", "snip", "params", "flops")
-OBJECTIVES = {"accuracy": "max", "flops": "min", "params": "min"}
-SECTIONS = ("name", "description", "data", "train", "search", "resources", "constraints", "arch")
+OBJECTIVES = {"accuracy": "max", "flops": "min", "params": "min", "latency": "min"}
+SECTIONS = ("name", "description", "data", "train", "search", "resources", "constraints", "latency", "arch")
 TOTAL_STRIDE = 32
 
 
@@ -101,10 +101,32 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class LatencySettings:
+    """``latency:``: where and how a draw's latency is measured (:mod:`hvsearch.latency`), for
+    the ``latency`` objective and ``constraints.max_latency_ms``. ``resolution`` None: the
+    deployment resolution, i.e. the one the architecture is built for in ``arch`` (its
+    ``resolution`` knob, else train.resolution), not the proxy's cost resolution."""
+
+    device: str = "cpu"
+    runtime: str = "torch"
+    batch: int = 1
+    threads: int = 1
+    resolution: int | None = None
+    repeats: int = 20
+    warmup: int = 5
+
+    def to_dict(self) -> dict[str, Any]:
+        import dataclasses
+
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class Constraints:
     max_params: int | None = None
     max_flops: int | None = None
     resolution: int | None = None  # None: the architecture's build resolution
+    max_latency_ms: float | None = None
 
     def violations(self, params: int, flops: int) -> list[str]:
         out = []
@@ -114,12 +136,19 @@ class Constraints:
             out.append(f"FLOPs {human(flops)} exceed constraints.max_flops {human(self.max_flops)}")
         return out
 
+    def latency_violations(self, latency_ms: float) -> list[str]:
+        if self.max_latency_ms is not None and latency_ms > self.max_latency_ms:
+            return [f"latency {latency_ms:.3g} ms (median) exceeds constraints.max_latency_ms {self.max_latency_ms:g}"]
+        return []
+
     def describe(self) -> str:
         parts = []
         if self.max_params is not None:
             parts.append(f"params <= {human(self.max_params)}")
         if self.max_flops is not None:
             parts.append(f"FLOPs <= {human(self.max_flops)}")
+        if self.max_latency_ms is not None:
+            parts.append(f"latency <= {self.max_latency_ms:g} ms")
         return ", ".join(parts) or "none"
 
 
@@ -136,6 +165,7 @@ class Space:
     data: Any  # hvsearch.train.DataConfig
     source: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+    latency: LatencySettings | None = None  # set when the latency objective or constraint is used
 
     @property
     def cost_resolution(self) -> int | None:
@@ -152,6 +182,8 @@ class Space:
         keep["data"] = {**self.data.to_dict(),
                         "root": raw_data.get("root") if isinstance(raw_data, Mapping) else self.data.root}
         keep["objectives"] = list(self.search.objectives)
+        if self.latency is not None:  # where latency is measured defines its values
+            keep["latency"] = self.latency.to_dict()
         blob = json.dumps(keep, sort_keys=True, default=str, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -217,8 +249,9 @@ def parse_space(text: str, source: str = "<string>", default_name: str = "space"
     arch = parse_arch(data["arch"], "arch", defaults)
     _check_arch_vs_data(arch, defaults)
     constraints = _parse_constraints(data.get("constraints", {}), arch)
+    latency = _parse_latency(data.get("latency"), search, constraints)
     return Space(name=name, arch=arch, search=search, resources=resources, constraints=constraints,
-                 train=train, data=data_cfg, source=source, raw=dict(data))
+                 train=train, data=data_cfg, source=source, raw=dict(data), latency=latency)
 
 
 def _arch_defaults(train: Any, data_cfg: Any) -> dict[str, Any]:
@@ -336,8 +369,8 @@ def _check_search(s: SearchSettings) -> SearchSettings:
         if name not in OBJECTIVES:
             raise SpaceError(f"search.objectives[{i}]", f"must be one of {', '.join(OBJECTIVES)}", name)
     if len(obj) > 2 or len(set(obj)) != len(obj):
-        raise SpaceError("search.objectives", "must be [accuracy], [accuracy, flops] or [accuracy, params]",
-                         list(obj))
+        raise SpaceError("search.objectives", "must be [accuracy], [accuracy, flops], [accuracy, params] or "
+                         "[accuracy, latency]", list(obj))
     if not is_int(s.trials) or not 1 <= s.trials <= MAX_TRIALS:
         raise SpaceError("search.trials", f"must be an integer in [1, {MAX_TRIALS}]", s.trials)
     if s.time_budget is not None and not (is_number(s.time_budget) and 0 < s.time_budget <= MAX_SECONDS):
@@ -396,8 +429,13 @@ def _check_resources(r: Resources) -> Resources:
 
 
 def _parse_constraints(data: Any, arch: ArchSpace) -> Constraints:
-    d = _mapping(data, "constraints", ("max_params", "max_flops", "resolution"))
+    d = _mapping(data, "constraints", ("max_params", "max_flops", "resolution", "max_latency_ms"))
     kw: dict[str, Any] = {}
+    if d.get("max_latency_ms") is not None:
+        value = d["max_latency_ms"]
+        if not is_number(value) or not 0 < value <= MAX_SECONDS * 1e3:
+            raise SpaceError("constraints.max_latency_ms", "must be a positive number of milliseconds", value)
+        kw["max_latency_ms"] = float(value)
     for key in ("max_params", "max_flops"):
         if d.get(key) is not None:
             value = parse_count(d[key], f"constraints.{key}")
@@ -412,6 +450,33 @@ def _parse_constraints(data: Any, arch: ArchSpace) -> Constraints:
                              f"{TOTAL_STRIDE}", res)
         kw["resolution"] = res
     return Constraints(**kw)
+
+
+def _parse_latency(data: Any, search: SearchSettings, constraints: Constraints) -> LatencySettings | None:
+    used = "latency" in search.objectives or constraints.max_latency_ms is not None
+    if data is None:
+        return LatencySettings() if used else None
+    d = _mapping(data, "latency", tuple(_field_names(LatencySettings)))
+    if not used:
+        raise SpaceError("latency", "is set but nothing uses it (add latency to search.objectives or set "
+                         "constraints.max_latency_ms)", dict(d))
+    from hvsearch.latency import DEVICES, RUNTIMES
+
+    m = LatencySettings(**d)
+    if m.device not in DEVICES:
+        raise SpaceError("latency.device", f"must be one of {', '.join(DEVICES)}", m.device)
+    if m.runtime not in RUNTIMES:
+        raise SpaceError("latency.runtime", f"must be one of {', '.join(RUNTIMES)}", m.runtime)
+    for key, least, most in (("batch", 1, 65536), ("threads", 1, MAX_CPUS), ("repeats", 5, 10000),
+                             ("warmup", 0, 10000)):
+        value = getattr(m, key)
+        if not is_int(value) or not least <= value <= most:
+            raise SpaceError(f"latency.{key}", f"must be an integer in [{least}, {most}]", value)
+    if m.resolution is not None and (not is_int(m.resolution) or m.resolution < TOTAL_STRIDE
+                                     or m.resolution % TOTAL_STRIDE):
+        raise SpaceError("latency.resolution", f"must be a positive multiple of the total stride {TOTAL_STRIDE}",
+                         m.resolution)
+    return m
 
 
 # ---- small value parsers ------------------------------------------------------------------------

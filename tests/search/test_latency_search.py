@@ -1,0 +1,62 @@
+"""Latency as a search objective and constraint (real Ray, real SQLite, real measurements): a draw
+over the latency limit is rejected before it trains, with its measured latency and the reason;
+trained trials carry latency as their second objective value, in the study, trials.csv and the
+Pareto front."""
+from __future__ import annotations
+
+import pandas as pd
+from optuna.trial import TrialState
+
+from tests.search.conftest import load, run_cli, write_space
+
+LIMIT_MS = 40.0
+
+
+def _latency_space(d):
+    # The last stage is 32 or 768 channels wide with 4 blocks: at batch 1, 32 px the narrow
+    # models run in a few ms, the wide ones in well over 100 ms even on an idle core, so the
+    # limit splits them however busy the machine is.
+    d["search"].update(sampler="nsga2", trials=2, seed=1, objectives=["accuracy", "latency"])
+    d["search"].pop("asha", None)
+    d["train"].update(epochs=1, max_steps_per_epoch=2)
+    d["constraints"] = {"max_latency_ms": LIMIT_MS}
+    d["latency"] = {"repeats": 5, "warmup": 1}
+    d["arch"]["stages"]["each"][3] = {"width": {"choice": [32, 768]}, "depth": 4}
+
+
+def test_latency_constraint_rejects_before_training_and_the_objective_is_stored(workdir):
+    folder, env = workdir
+    space = write_space(folder, _latency_space, name="lat")
+    check = run_cli(["check", str(space), "--samples", "4"], folder, env).stdout
+    assert "latency: measured before training, torch on cpu, batch 1, 1 thread" in check
+    assert f"latency <= {LIMIT_MS:g} ms: not checked here" in check
+    out = run_cli(["run", str(space)], folder, env, timeout=600).stdout
+    study = load(folder, "lat")
+    trials = study.get_trials()
+    rejected = [t for t in trials if "max_latency_ms" in (t.user_attrs.get("fail_reason") or "")]
+    trained = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert rejected, "seed 1 draws a 768-wide last stage"
+    for t in rejected:
+        a = t.user_attrs
+        assert t.state == TrialState.FAIL and a["status"] == "invalid" and not t.intermediate_values
+        assert a["latency_ms"] > LIMIT_MS and "history" not in a
+        assert a["fail_reason"].startswith(f"latency {a['latency_ms']:.3g} ms (median) exceeds "
+                                           f"constraints.max_latency_ms {LIMIT_MS:g} (torch on cpu, batch 1, 32 px")
+        assert f"trial {t.number} invalid, not trained: latency" in out
+    assert len(trained) == 2
+    for t in trained:
+        a = t.user_attrs
+        assert len(t.values) == 2 and t.values[1] == a["latency_ms"] <= LIMIT_MS
+        assert a["latency"]["p90_ms"] >= a["latency_ms"] and a["latency"]["runtime"] == "torch"
+    assert study.directions[1].name == "MINIMIZE"
+    df = pd.read_csv(folder / "results" / "lat" / "trials.csv")
+    assert set(df.dropna(subset=["latency_ms"]).trial) == {t.number for t in rejected + trained}
+    front = pd.read_csv(folder / "results" / "lat" / "pareto.csv")
+    assert not front.empty and front.latency_ms.notna().all()
+    assert (folder / "results" / "lat" / "pareto.png").exists()
+    # every draw was measured once and kept in the store next to the studies
+    import sqlite3
+
+    with sqlite3.connect(folder / "studies" / "latency.db") as db:
+        stored = db.execute("SELECT COUNT(DISTINCT arch_id) FROM latency").fetchone()[0]
+    assert stored == len({t.user_attrs["arch_id"] for t in rejected + trained})
