@@ -232,7 +232,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def _scale_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", required=True,
                    help="a catalog seed, an architecture YAML/JSON, or STUDY:best / STUDY:<trial number>")
-    p.add_argument("--phi", type=float, nargs="+", default=[1.0],
+    p.add_argument("--phi", type=float, nargs="+", default=None,
                    help="compound coefficient(s); several give a family, e.g. --phi -2 -1 0 1 2")
     p.add_argument("--alpha", type=float, default=1.2, help="depth base (default 1.2)")
     p.add_argument("--beta", type=float, default=1.3, help="width base (default 1.3)")
@@ -241,6 +241,14 @@ def _scale_args(p: argparse.ArgumentParser) -> None:
                    help="depth rounding (ceil reproduces CMT-B from CMT-S)")
     p.add_argument("--out", default="results/scale", help="folder for one YAML per member")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    lat = p.add_argument_group("latency (measured here: see `hvsearch latency`; cached in studies/latency.db)")
+    lat.add_argument("--latency", action="store_true", help="add each member's measured latency (ms, median)")
+    lat.add_argument("--max-latency-ms", type=float, help="pick the largest phi whose member runs within this "
+                     "latency (default phis: -3 to 3 in steps of 0.25, measured upwards until two exceed it)")
+    lat.add_argument("--latency-runtime", choices=("torch", "onnxruntime"), default="torch")
+    lat.add_argument("--latency-device", choices=("cpu", "cuda"), default="cpu")
+    lat.add_argument("--latency-batch", type=int, default=1)
+    lat.add_argument("--latency-threads", type=int, default=1)
     g = p.add_argument_group("--grid: pick alpha, beta, gamma by proxy-training every phi=1 candidate")
     g.add_argument("--grid", action="store_true",
                    help="enumerate alpha, beta, gamma >= 1 with alpha*beta^1.5*gamma^2 ~ 2.5 and rank them")
@@ -268,7 +276,19 @@ def cmd_scale(args: argparse.Namespace) -> int:
     if args.grid:
         return _scale_grid(seed, args)
     rule = ScalingRule(alpha=args.alpha, beta=args.beta, gamma=args.gamma, depth_mode=args.depth_mode)
-    table, members = family(seed, args.phi, rule, progress=args.format == "table")
+    limit = args.max_latency_ms
+    if limit is not None and not limit > 0:
+        raise HVSearchError(f"--max-latency-ms must be a positive number of milliseconds, got {limit:g}")
+    phis = args.phi or ([p / 4 for p in range(-12, 13)] if limit is not None else [1.0])
+    def measure(spec):
+        from hvsearch.latency import latency
+
+        return latency(spec, device=args.latency_device, runtime=args.latency_runtime, batch=args.latency_batch,
+                       threads=args.latency_threads)
+    timed = args.latency or limit is not None
+    table, members = family(seed, sorted(phis) if limit is not None else phis, rule,
+                            progress=args.format == "table", latency=measure if timed else None,
+                            max_latency_ms=limit)
     paths = write_members(members, args.out)
     if args.format == "table":
         print(f"seed {seed.name or args.seed}: alpha={rule.alpha:g} beta={rule.beta:g} gamma={rule.gamma:g} "
@@ -276,6 +296,18 @@ def cmd_scale(args: argparse.Namespace) -> int:
     _emit(table, args.format)
     if args.format == "table":
         print(f"\nwritten {len(paths)} architecture file(s) under {args.out}/")
+    if limit is not None:
+        fits = table[table["fits"]]
+        if fits.empty:
+            raise HVSearchError(f"no member of {seed.name or args.seed} runs within --max-latency-ms {limit:g} "
+                                f"(the smallest measured, phi={table.phi.min():g}, takes "
+                                f"{table.latency_ms.iloc[0]:.3g} ms); try smaller phis")
+        best = fits.iloc[-1]
+        where = f"{args.latency_runtime} on {args.latency_device}, batch {args.latency_batch}, " \
+                f"{args.latency_threads} thread(s)"
+        print(f"largest phi within {limit:g} ms ({where}): phi={best.phi:g}, {best['name']}, "
+              f"{best.latency_ms:.3g} ms, {best.GFLOPs:.3g} GFLOPs, {best.params_M:.3g} M params "
+              f"-> {args.out}/{best['name']}.yaml", file=sys.stdout if args.format == "table" else sys.stderr)
     return 0
 
 

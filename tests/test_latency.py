@@ -101,3 +101,20 @@ def test_cli_lines_table_and_one_line_errors(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip() == "hvsearch latency: error: --batch must be an integer >= 1, got 0"
     unknown = run("cmt_tj", "--store", "none")
     assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1 and "cmt_tj" in unknown.stderr
+
+
+def test_scale_adds_latency_and_picks_the_largest_phi_within_the_limit(tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "hvsearch.cli", "scale", "--seed", "cmt_ti", *a],
+                                    capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    done = run("--phi", "-3", "-2.5", "--max-latency-ms", "1e6", "--format", "csv", "--out", "fam")
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(",") for line in done.stdout.strip().splitlines()]
+    header, body = rows[0], rows[1:]
+    assert header[-3:] == ["latency_ms", "latency_flags", "fits"] and len(body) == 2
+    assert all(float(r[header.index("latency_ms")]) > 0 and r[-1] == "True" for r in body)
+    assert "largest phi within 1e+06 ms (torch on cpu, batch 1, 1 thread(s)): phi=-2.5, cmt_ti_phim2p5" in done.stderr
+    assert (tmp_path / "studies" / "latency.db").exists()  # measured once, cached next to the studies
+    none = run("--phi", "-3", "--max-latency-ms", "0.001", "--out", "fam")
+    assert none.returncode == 2 and "Traceback" not in none.stderr  # the progress line, then the error
+    assert none.stderr.strip().splitlines()[-1].startswith("hvsearch scale: error: no member of cmt_ti runs within --max-latency-ms 0.001 "
+                                  "(the smallest measured, phi=-3, takes ")

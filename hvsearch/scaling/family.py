@@ -6,7 +6,7 @@ catalog seed (``timm.create_model("hvs_cmt_s_phi1")``), with the default rule.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 
@@ -19,8 +19,14 @@ REGISTERED_PHIS = (-2, -1, 1, 2)
 
 
 def family(seed: ModelSpec, phis: Sequence[float], rule: ScalingRule = ScalingRule(),
-           progress: bool = False) -> tuple[pd.DataFrame, list[Member]]:
+           progress: bool = False, latency: Callable | None = None,
+           max_latency_ms: float | None = None) -> tuple[pd.DataFrame, list[Member]]:
     """Scale ``seed`` for every φ (φ=0 is the seed itself) and count each member's cost.
+
+    ``latency`` (spec → :class:`hvsearch.latency.Latency`) adds each member's measured median
+    (``latency_ms``) and its flags. With ``max_latency_ms`` the table gains ``fits``, and the φs
+    (taken in increasing order) stop after two members in a row over the limit: larger ones
+    are not measured.
 
     Returns the family table (one row per φ) and the members."""
     base = count_spec(seed)
@@ -49,6 +55,14 @@ def family(seed: ModelSpec, phis: Sequence[float], rule: ScalingRule = ScalingRu
             "rule_ratio": rule.flops_base ** phi,
             "adjusted": "; ".join(member.adjustments),
         })
+        if latency is not None:
+            m = latency(member.spec)
+            rows[-1]["latency_ms"] = m.median_ms
+            rows[-1]["latency_flags"] = ",".join(m.flags)
+            if max_latency_ms is not None:
+                rows[-1]["fits"] = m.median_ms <= max_latency_ms
+                if len(rows) >= 2 and not rows[-1]["fits"] and not rows[-2]["fits"]:
+                    break
     bar.close()
     return pd.DataFrame(rows), members
 
