@@ -21,6 +21,7 @@ measures again).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -143,15 +144,32 @@ def _torch_runner(model, x):
     return run
 
 
-def _ort_runner(spec, model, x, threads: int, device: str, folder: Path):
-    from hvsearch.export import _onnx, _require
-
-    ort = _require("onnxruntime", "onnxruntime")
+def onnx_path(spec, x, folder: Path) -> Path:
+    """The checked ONNX export of ``spec`` for inputs shaped as ``x``, written to ``folder`` once:
+    a file already there (same arch id, size and batch) is reused."""
     import torch
 
-    path = folder / f"{spec.arch_id}.onnx"
-    check = torch.randn(3, *x.shape[1:], generator=torch.Generator().manual_seed(1))
-    _exporter, _got, _probe, _expected, dynamic = _onnx(model.cpu(), x.cpu(), check, path)
+    from hvsearch.export import _onnx, _require
+
+    _require("onnxruntime", "onnxruntime")
+    path = Path(folder) / f"{spec.arch_id}-{x.shape[-1]}px-b{x.shape[0]}.onnx"
+    if not path.is_file():
+        from hvsearch.models import HybridBackbone
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model = HybridBackbone(spec).eval()
+        check = torch.randn(3, *x.shape[1:], generator=torch.Generator().manual_seed(1))
+        partial = path.with_suffix(".partial.onnx")
+        _onnx(model, x.cpu(), check, partial)  # raises ExportError when no exporter matches PyTorch
+        partial.replace(path)
+    return path
+
+
+def _ort_runner(spec, x, threads: int, device: str, folder: Path):
+    from hvsearch.export import _require
+
+    ort = _require("onnxruntime", "onnxruntime")
+    path = onnx_path(spec, x, folder)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -165,8 +183,9 @@ def _ort_runner(spec, model, x, threads: int, device: str, folder: Path):
 
 
 def measure(spec, device: str = "cpu", runtime: str = "torch", batch: int = 1, resolution: int | None = None,
-            threads: int = 1, repeats: int = 50, warmup: int = 10) -> Latency:
-    """Measure ``spec`` once (no cache): see the module docstring."""
+            threads: int = 1, repeats: int = 50, warmup: int = 10, onnx_dir: str | Path | None = None) -> Latency:
+    """Measure ``spec`` once (no cache): see the module docstring. ``onnx_dir`` keeps the ONNX
+    exports the ``onnxruntime`` runtime needs (default: a temporary folder, exported each time)."""
     _check_options(device, runtime, batch, threads, repeats, warmup)
     import tempfile
 
@@ -177,17 +196,16 @@ def measure(spec, device: str = "cpu", runtime: str = "torch", batch: int = 1, r
     res = resolution or spec.resolution
     if res % 32:
         raise LatencyError(f"--resolution must be a multiple of 32 (the total stride), got {res}")
-    model = HybridBackbone(spec).eval()
     x = torch.randn(batch, spec.in_chans, res, res, generator=torch.Generator().manual_seed(0))
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     try:
-        with tempfile.TemporaryDirectory(prefix="hvs-latency-") as tmp:
+        with (contextlib.nullcontext(onnx_dir) if onnx_dir else tempfile.TemporaryDirectory(prefix="hvs-latency-")) as tmp:
             if runtime == "onnxruntime":
-                run = _ort_runner(spec, model, x, threads, device, Path(tmp))
+                run = _ort_runner(spec, x, threads, device, Path(tmp))
             else:
-                model, x = model.to(device), x.to(device)
+                model, x = HybridBackbone(spec).eval().to(device), x.to(device)
                 run = _torch_runner(model, x)
             load_before = os.getloadavg()[0]
             times = _timed(run, repeats, warmup, sync)
@@ -259,14 +277,14 @@ class LatencyStore:
 
 def latency(spec, device: str = "cpu", runtime: str = "torch", batch: int = 1, resolution: int | None = None,
             threads: int = 1, repeats: int = 50, warmup: int = 10, store: str | Path | None = "studies/latency.db",
-            again: bool = False) -> Latency:
+            again: bool = False, onnx_dir: str | Path | None = None) -> Latency:
     """The latency of ``spec`` from the store when it has a calm one for this key (``cached`` is
     then True), else measured and stored. ``again`` measures even when cached and flags ``disagrees``
     when the new median is more than :data:`AGREEMENT` away from the earlier ones' median."""
     _check_options(device, runtime, batch, threads, repeats, warmup)
     res = resolution or spec.resolution
     if store is None:
-        return measure(spec, device, runtime, batch, res, threads, repeats, warmup)
+        return measure(spec, device, runtime, batch, res, threads, repeats, warmup, onnx_dir)
     db = LatencyStore(store)
     try:
         key = dict(arch_id=spec.arch_id, resolution=res, batch=batch, device=device, runtime=runtime,
@@ -276,7 +294,7 @@ def latency(spec, device: str = "cpu", runtime: str = "torch", batch: int = 1, r
             if hit is not None and "busy" not in hit.flags:
                 return hit  # (only busy ones stored: measure again, the machine may be calm now)
         earlier = db.all(**key)
-        m = measure(spec, device, runtime, batch, res, threads, repeats, warmup)
+        m = measure(spec, device, runtime, batch, res, threads, repeats, warmup, onnx_dir)
         if earlier:
             before = statistics.median(e.median_ms for e in earlier)
             if abs(m.median_ms - before) > AGREEMENT * before:
