@@ -177,7 +177,7 @@ def _fmt(spec: str):
 
 
 LEADERBOARD_FORMATS = {"val_top1": _fmt("{:.2f}"), "val_top5": _fmt("{:.2f}"), "params_M": _fmt("{:.3f}"),
-                       "MFLOPs": _fmt("{:.2f}"), "epochs": _fmt("{:.0f}"), "time_s": _fmt("{:.1f}")}
+                       "MFLOPs": _fmt("{:.2f}"), "latency_ms": _fmt("{:.3g}"), "epochs": _fmt("{:.0f}"), "time_s": _fmt("{:.1f}")}
 
 
 def leaderboard(study, top: int = 10, include_all: bool = False) -> pd.DataFrame:
@@ -205,6 +205,8 @@ def leaderboard(study, top: int = 10, include_all: bool = False) -> pd.DataFrame
         "widths": [join(r, width_cols) for _, r in df.iterrows()],
         "arch_id": df["arch_id"],
     })
+    if df["latency_ms"].notna().any():  # the space measured latency (objective or constraint)
+        board.insert(board.columns.get_loc("MFLOPs") + 1, "latency_ms", df["latency_ms"])
     if include_all:
         board["fail_reason"] = df["fail_reason"]
     return board.head(top) if top else board

@@ -55,6 +55,7 @@ class StudySearcher(PrescreenMixin, OptunaSearch):
                  latency_fn: Callable | None = None):
         self.space = space
         self.latency_fn = latency_fn  # spec -> hvsearch.latency.Latency, or None: not measured
+        self._latencies: dict[str, Any] = {}  # arch id -> its Latency, measured once per run
         self.say = say  # progress lines (the runner's), or None
         self.prescreen = space.search.prescreen
         self.slots_left = slots if slots is not None else space.search.trials  # trials still to start
@@ -179,10 +180,11 @@ class StudySearcher(PrescreenMixin, OptunaSearch):
             return self._reject(ot_trial, "invalid", f"{'; '.join(broken)} (at {res}x{res})")
         latency_ms = None
         if self.latency_fn is not None:  # measured before it trains, so the constraint can reject it
-            try:
-                m = self.latency_fn(spec)
+            try:  # a draw seen before in this run keeps its measurement (no re-timing while trials run)
+                m = self._latencies.get(arch_id) or self.latency_fn(spec)
             except HVSearchError as e:
                 return self._reject(ot_trial, "invalid", f"its latency could not be measured: {e}")
+            self._latencies[arch_id] = m
             latency_ms = m.median_ms
             ot_trial.set_user_attr(st.ATTR_LATENCY, latency_ms)
             ot_trial.set_user_attr(st.ATTR_LATENCY_INFO, {
