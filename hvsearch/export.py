@@ -159,15 +159,16 @@ def _onnx(model, example, check, path: Path):
     tolerance on an input the export did not see: a batch of another size and, for a dynamic
     spatial size, 32 px more on each side (an exporter that bakes a shape-dependent constant into
     the graph runs there and gives wrong numbers, which this catches). Spatial sizes stay dynamic
-    only where the model allows it: Hire-MLP's regions and the attention tables of CMT and
-    TransXNet are built for one feature size. TransXNet's IDConv also fixes the batch (its
-    per-sample kernels run as one convolution of B·C groups)."""
+    only where the model allows it. Axes a part declares fixed (``fixed_export_axes``: Hire-MLP's
+    regions fix the size, TransXNet's IDConv the batch, its per-sample kernels running as one
+    convolution of B·C groups) are not tried."""
     import torch
 
     _require("onnx", "onnx")
     ort = _require("onnxruntime", "onnxruntime")
     errors = []
-    for dynamic in ONNX_DYNAMIC:
+    fixed = _fixed_axes(getattr(model, "spec", None))
+    for dynamic in [d for d in ONNX_DYNAMIC if not fixed & set(d)] or [()]:
         probe = _probe(example, check, dynamic)
         try:
             with torch.no_grad():
@@ -195,6 +196,14 @@ def _onnx(model, example, check, path: Path):
     raise ExportError(f"{path.stem}: ONNX export failed at fixed shapes too (dynamo exporter: {errors[-2]}; "
                       f"TorchScript-based exporter: {errors[-1]}); --format torchscript or safetensors works "
                       "for this architecture")
+
+
+def _fixed_axes(spec) -> set[str]:
+    """The axes some part of ``spec`` says an export cannot leave open (``fixed_export_axes``)."""
+    if spec is None:
+        return set()
+    parts = [spec.stem, spec.head] + [p for st in spec.stages for p in (st.downsample, st.mixer, st.ffn)]
+    return set().union(*(p.fixed_export_axes() for p in parts))
 
 
 def _probe(example, check, dynamic: tuple[str, ...]):

@@ -84,6 +84,12 @@ class Component:
         """The stage width must be a multiple of this (e.g. the number of heads)."""
         return 1
 
+    def fixed_export_axes(self) -> frozenset[str]:
+        """Input axes (``batch``, ``height``, ``width``) an exported graph of this part cannot
+        leave open. :mod:`hvsearch.export` does not try to make them dynamic (each attempt it
+        makes is still checked in ONNX Runtime); default: none."""
+        return frozenset()
+
     def fit(self, ctx: StageContext) -> "Component":
         """A version of this part valid at ``ctx`` (knobs bound to the feature size adjusted,
         e.g. a reduction ratio that no longer divides it); ``self`` when nothing must change."""

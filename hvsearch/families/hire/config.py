@@ -39,6 +39,12 @@ class HireMixerConfig(Component):
     """
 
     type = "hire"
+
+    def fixed_export_axes(self) -> frozenset[str]:
+        # the regions' padding and the shifts are computed for the build size; the exporters
+        # trace them as constants (measured: no exporter gives a graph that is right at +32 px)
+        return frozenset({"height", "width"})
+
     default_norm = "batchnorm"
     default_norm_eps = 1e-5
     default_pos_kernel = 0
