@@ -171,7 +171,7 @@ MALFORMED = [
     (_set(("name",), "has space"), "name", "study name"),
     (_set(("search", "sampler"), "grid"), "search.sampler", "one of tpe, random, nsga2"),
     (_set(("search", "objectives"), ["flops"]), "search.objectives", "start with accuracy"),
-    (_set(("search", "objectives"), ["accuracy", "latency"]), "search.objectives[1]", "one of"),
+    (_set(("search", "objectives"), ["accuracy", "energy"]), "search.objectives[1]", "one of"),
     (_set(("search", "trials"), 0), "search.trials", "must be an integer in [1, 1000000]"),
     (_set(("search", "time_budget"), "soon"), "search.time_budget", "duration"),
     (_set(("search", "asha"), {"grace_period": 5}), "search.asha.grace_period", "<= train.epochs"),
@@ -182,6 +182,16 @@ MALFORMED = [
     (_set(("constraints",), {"max_params": -5}), "constraints.max_params", "in [1, 1e+15]"),
     (_set(("constraints",), {"max_flops": "lots"}), "constraints.max_flops", "a count"),
     (_set(("constraints",), {"resolution": 100}), "constraints.resolution", "multiple of the total stride"),
+    (_set(("constraints",), {"max_latency_ms": 0}), "constraints.max_latency_ms", "positive number of milliseconds"),
+    (_set(("latency",), {"batch": 2}), "latency", "nothing uses it"),
+    (lambda d: d.update(constraints={"max_latency_ms": 5}, latency={"device": "tpu"}), "latency.device",
+     "one of cpu, cuda"),
+    (lambda d: d.update(constraints={"max_latency_ms": 5}, latency={"threads": 0}), "latency.threads",
+     "must be an integer in [1, 4096]"),
+    (lambda d: d.update(constraints={"max_latency_ms": 5}, latency={"resolution": 100}), "latency.resolution",
+     "multiple of the total stride"),
+    (lambda d: d.update(constraints={"max_latency_ms": 5}, latency={"warm": 1}), "latency.warm",
+     "not a latency setting"),
     (_set(("train",), {"epochs": 0}), "train.epochs", "> 0"),
     (_set(("train",), {"lr_typo": 1}), "train.lr_typo", "not a setting"),
     (_set(("data",), {"name": "imagenet"}), "data.name", "one of"),
@@ -243,3 +253,20 @@ def test_import_and_check_start_no_ray():
             "bad = [m for m in ('ray', 'torch', 'optuna', 'optuna_dashboard') if m in sys.modules]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_latency_section_defaults_and_fingerprint():
+    from hvsearch.space.schema import LatencySettings
+
+    assert _space().latency is None
+    objective = _space(lambda d: d["search"].update(objectives=["accuracy", "latency"]))
+    assert objective.latency == LatencySettings() and objective.search.objectives == ("accuracy", "latency")
+    limited = _space(lambda d: d.update(constraints={"max_latency_ms": 12.5}, latency={"threads": 2, "batch": 4}))
+    assert limited.constraints.max_latency_ms == 12.5 and limited.constraints.describe() == "latency <= 12.5 ms"
+    assert (limited.latency.threads, limited.latency.batch, limited.latency.resolution) == (2, 4, None)
+    assert limited.constraints.latency_violations(12.5) == []
+    assert limited.constraints.latency_violations(13.0) == [
+        "latency 13 ms (median) exceeds constraints.max_latency_ms 12.5"]
+    # where latency is measured defines its values: another thread count is another study
+    other = _space(lambda d: d.update(constraints={"max_latency_ms": 12.5}, latency={"threads": 1, "batch": 4}))
+    assert other.fingerprint() != limited.fingerprint()
