@@ -18,7 +18,6 @@ from pathlib import Path
 
 import hvsearch  # noqa: F401  (before timm)
 import numpy as np
-import pandas as pd
 
 from _report import report  # benchmarks/_report.py
 
