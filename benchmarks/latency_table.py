@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"seed": name, "resolution": spec.resolution, "gflops": cost.flops / 1e9,
                              "params_M": cost.params / 1e6, "runtime": runtime, "threads": threads,
                              "median_ms": m.median_ms, "p90_ms": m.p90_ms, "min_ms": m.min_ms,
-                             "flags": ",".join(m.flags), "load_1min": m.load_before, "load_1min_after": m.load_after})
+                             "flags": ",".join(m.flags), "others_cpu": m.others_cpu, "load_1min": m.load_before, "load_1min_after": m.load_after})
                 print(f"{name:16s} {runtime:12s} {threads} thread(s): {m.median_ms:8.2f} ms (p90 {m.p90_ms:.2f}) "
                       f"{','.join(m.flags)}", flush=True)
     df = report(rows, args.out / "latency.csv", float_format="{:.3g}")

@@ -9,8 +9,9 @@ budget of the space is kept, so choose a space that finishes) and compares
   from its start: data, model build, epochs, evaluations, checkpoints);
 * ``ideal``  — ``train / concurrency``, the wall time a zero-overhead scheduler would need;
 
-and reports ``overhead = wall - ideal`` (absolute and as a share of ``wall``) and the time to the
-first trial's start (imports, Ray start-up and the first draw). The 1-minute load average is recorded
+and reports ``overhead = wall - ideal`` (absolute and as a share of ``wall``), the time to the
+first trial's start (imports, Ray start-up and the first draw) and the driver's own time per trial
+(median and max of the trials' ``driver_time_s``: drawing, validating, counting, recording). The 1-minute load average is recorded
 before and after: other processes on a small machine distort everything here.
 
     python benchmarks/search_overhead.py                          # spaces/tiny.yaml, 8 trials
@@ -48,19 +49,45 @@ def one_run(space_path: str, args, workdir: Path, index: int) -> dict:
     wall = time.perf_counter() - t0
     if proc.returncode:
         sys.exit(f"hvsearch run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    if args.log_dir:  # the run's own progress lines: when each trial started and ended
+        log = Path(args.log_dir) / f"{Path(space_path).stem}-run{index}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(proc.stdout)
     starts = [float(m.group(1)) for m in re.finditer(r"^\[\s*(\d+)s\] trial \d+ start", proc.stdout, re.M)]
     study = st.load_study(name, st.storage_url(name, None, workdir / "studies", create=False))
     trials = [t for t in study.get_trials() if t.user_attrs.get(st.ATTR_STATUS) in st.TRAINED_STATUSES]
     train = sum(float(t.user_attrs.get(st.ATTR_TRAIN_TIME, 0.0)) for t in trials)
     ideal = train / args.max_concurrent
+    driver = [float(t.user_attrs[st.ATTR_DRIVER_TIME]) for t in trials if st.ATTR_DRIVER_TIME in t.user_attrs]
     return {
         "run": index, "trials": len(trials), "epochs_trained": sum(int(t.user_attrs.get(st.ATTR_EPOCHS, 0)) for t in trials),
         "pruned": sum(t.user_attrs.get(st.ATTR_STATUS) == "pruned" for t in trials),
         "wall_s": wall, "train_sum_s": train, "concurrency": args.max_concurrent, "ideal_s": ideal,
         "overhead_s": wall - ideal, "overhead_%": 100 * (wall - ideal) / wall,
         "first_trial_s": starts[0] if starts else None,
+        "driver_per_trial_s": statistics.median(driver) if driver else None,
+        "driver_max_s": max(driver) if driver else None,
         "load_before": load_before, "load_after": os.getloadavg()[0],
     }
+
+
+def _edited_space(path: str, changes: list[str], folder: Path) -> Path:
+    """A copy of the space file with ``section.key=value`` changes (values read as YAML)."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text())
+    for change in changes:
+        key, sep, value = change.partition("=")
+        if not sep or "." not in key:
+            sys.exit(f"--set {change!r}: expected SECTION.KEY=VALUE, e.g. train.fraction=0.3")
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    out = folder / Path(path).name
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
 
 
 def main() -> None:
@@ -70,26 +97,33 @@ def main() -> None:
     p.add_argument("--max-concurrent", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "search_overhead.csv"))
+    p.add_argument("--log-dir", default=None, help="keep each run's progress lines here")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="change the space for this benchmark, e.g. train.fraction=0.3 (longer trials)")
     args = p.parse_args()
 
     load_space(args.space)  # a broken space fails here, not in the first run
+    space_path = args.space
     if os.getloadavg()[0] > (os.cpu_count() or 1) * 0.5:
         print(f"warning: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores before the "
               "benchmark; timings will be inflated", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="hvs-bench-") as tmp:
+        if args.set:
+            space_path = str(_edited_space(args.space, args.set, Path(tmp)))
+            load_space(space_path)
         for i in range(args.repeats):
-            rows.append(one_run(args.space, args, Path(tmp), i))
+            rows.append(one_run(space_path, args, Path(tmp), i))
             print(f"run {i}: {rows[-1]['wall_s']:.1f} s wall, {rows[-1]['train_sum_s']:.1f} s of training",
                   flush=True)
     df = pd.DataFrame(rows)
-    print(df.to_string(index=False, float_format="{:.1f}".format))
+    print(df.to_string(index=False, float_format="{:.2f}".format))
     if len(rows) > 1:
         print(f"median overhead {statistics.median(df['overhead_s']):.1f} s "
               f"({statistics.median(df['overhead_%']):.0f}% of wall)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    df.assign(space=Path(args.space).name).to_csv(out, index=False)
+    df.assign(space=Path(args.space).name, changes=" ".join(args.set)).to_csv(out, index=False)
     print(f"written {out}")
 
 

@@ -60,8 +60,17 @@ def _mlp_layout(model, variant: str) -> int:
     return set_mlp_layout(model, variant)
 
 
+def _idconv_mix(model, variant: str) -> int:
+    from hvsearch.families.transxnet.layers import IDConv
+
+    layers = [m for m in model.modules() if isinstance(m, IDConv) and m.groups > 1]
+    for m in layers:
+        m.mix_impl = variant
+    return len(layers)
+
+
 # name -> (the two variants, the setter: (model, variant) -> how many layers it switched)
-COMPARISONS = {"mlp-layout": (("conv", "linear"), _mlp_layout)}
+COMPARISONS = {"mlp-layout": (("conv", "linear"), _mlp_layout), "idconv-mix": (("einsum", "mulsum"), _idconv_mix)}
 
 
 def compare_step(model, x, variants, setter, repeats: int, warmup: int, amp: bool) -> dict[str, float]:

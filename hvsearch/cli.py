@@ -139,6 +139,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-budget", help="no new trial starts after this long (s, or 90s / 10m / 2h)")
     p.add_argument("--sampler", choices=("tpe", "random", "nsga2"))
     p.add_argument("--seed", type=int, help="sampler seed")
+    p.add_argument("--objectives", nargs="+", metavar="OBJ",
+                   help="replace search.objectives: accuracy [flops|params|latency] (a study keeps the "
+                   "objectives it was made with: give a new --study)")
     _ray_args(p)
     p.add_argument("--smoke", action="store_true", help="smoke-size run: 2 trials of 1 epoch, "
                    "study STUDY-smoke")
@@ -154,6 +157,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                                "cpus_per_trial", "gpus_per_trial") if getattr(args, k) is not None}
     if args.time_budget is not None:
         overrides["time_budget"] = parse_duration(_number_or_text(args.time_budget), "--time-budget")
+    if args.objectives is not None:
+        overrides["objectives"] = tuple(args.objectives)
     study = args.study
     if args.smoke:
         from hvsearch.search.runner import smoke_space
@@ -517,8 +522,8 @@ def cmd_latency(args: argparse.Namespace) -> int:
         rows.append(m.row())
     if args.format != "lines":
         df = pd.DataFrame(rows)[["name", "arch_id", "device", "runtime", "batch", "resolution", "threads", "median_ms",
-                                 "p90_ms", "min_ms", "max_ms", "repeats", "load_before", "load_after", "cpus",
-                                 "flags", "cached", "hardware"]]
+                                 "p90_ms", "min_ms", "max_ms", "repeats", "load_before", "load_after", "others_cpu",
+                                 "cpus", "flags", "cached", "hardware"]]
         _emit(df, args.format, "{:.2f}")
     return 0
 

@@ -7,8 +7,11 @@ arithmetic), run ``warmup`` times, then timed ``repeats`` times one forward at a
 and the machine's state: the 1-minute load average before and after and the CPUs this process may
 use. A measurement is flagged
 
-* ``busy`` when other processes were using the cores it needed (load before + threads > CPUs):
-  its numbers are pessimistic;
+* ``busy`` when other processes were using the cores it needed: on Linux, measured over the timed
+  runs themselves (the machine's busy CPU time from ``/proc/stat`` less this process's own:
+  ``others_cpu`` cores, busy when others_cpu + threads > CPUs + :data:`BUSY_SLACK`); elsewhere
+  from the load average before (load + threads > CPUs), which also counts this process's own
+  recent work. Its numbers are pessimistic;
 * ``noisy`` when its own runs disagree (p90 more than :data:`NOISY_SPREAD` × the median);
 * ``disagrees`` when it is a repeat (``again=True``) whose median is more than
   :data:`AGREEMENT` away from the earlier ones of the same key.
@@ -42,6 +45,9 @@ NOISY_SPREAD = 1.25
 #: repeated measurements of one key agree when their medians are within this fraction.
 AGREEMENT = 0.10
 STORE_NAME = "latency.db"
+#: cores other processes may use during a measurement before it is flagged ``busy`` (daemons,
+#: the search's own bookkeeping): a quarter of a core.
+BUSY_SLACK = 0.25
 
 
 @dataclass
@@ -65,6 +71,7 @@ class Latency:
     measured_at: float
     flags: list[str] = dataclasses.field(default_factory=list)
     cached: bool = False
+    others_cpu: float | None = None  # cores other processes used during the timed runs (Linux)
 
     @property
     def spread(self) -> float:
@@ -98,6 +105,18 @@ def hardware(device: str) -> str:
     return f"{model} x{cpus()}"
 
 
+def _busy_cpu_s() -> float | None:
+    """CPU seconds the whole machine has spent busy (not idle, not waiting on I/O) since boot,
+    from ``/proc/stat``; None where there is none."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def _check_options(device: str, runtime: str, batch: int, threads: int, repeats: int, warmup: int) -> None:
     if device not in DEVICES:
         raise LatencyError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
@@ -120,19 +139,28 @@ def _check_options(device: str, runtime: str, batch: int, threads: int, repeats:
 MIN_WARMUP_S = 0.25
 
 
-def _timed(run: Callable[[], object], repeats: int, warmup: int, sync: Callable[[], None]) -> list[float]:
+def _timed(run: Callable[[], object], repeats: int, warmup: int,
+           sync: Callable[[], None]) -> tuple[list[float], float | None]:
+    """Milliseconds of each timed run, and the cores other processes used meanwhile (None
+    without ``/proc/stat``)."""
     start, done = time.perf_counter(), 0
     while done < warmup or time.perf_counter() - start < MIN_WARMUP_S:
         run()
         done += 1
     sync()
     times = []
+    machine0, own0, wall0 = _busy_cpu_s(), time.process_time(), time.perf_counter()
     for _ in range(repeats):
         t0 = time.perf_counter()
         run()
         sync()
         times.append(1e3 * (time.perf_counter() - t0))
-    return times
+    machine1, own1, wall1 = _busy_cpu_s(), time.process_time(), time.perf_counter()
+    others = None
+    if machine0 is not None and machine1 is not None and wall1 > wall0:
+        # the clock ticks of /proc/stat are coarse (10 ms): never below zero
+        others = max(0.0, ((machine1 - machine0) - (own1 - own0)) / (wall1 - wall0))
+    return times, others
 
 
 def _torch_runner(model, x):
@@ -208,7 +236,7 @@ def measure(spec, device: str = "cpu", runtime: str = "torch", batch: int = 1, r
                 model, x = HybridBackbone(spec).eval().to(device), x.to(device)
                 run = _torch_runner(model, x)
             load_before = os.getloadavg()[0]
-            times = _timed(run, repeats, warmup, sync)
+            times, others_cpu = _timed(run, repeats, warmup, sync)
             load_after = os.getloadavg()[0]
     finally:
         torch.set_num_threads(previous_threads)
@@ -217,8 +245,10 @@ def measure(spec, device: str = "cpu", runtime: str = "torch", batch: int = 1, r
     out = Latency(arch_id=spec.arch_id, name=spec.name or spec.arch_id, device=device, runtime=runtime, batch=batch,
                   resolution=res, threads=threads, hardware=hardware(device), median_ms=statistics.median(times),
                   p90_ms=times[int(0.9 * (len(times) - 1))], min_ms=times[0], max_ms=times[-1], repeats=repeats,
-                  load_before=load_before, load_after=load_after, cpus=n, measured_at=time.time())
-    if device == "cpu" and load_before + threads > n:
+                  load_before=load_before, load_after=load_after, cpus=n, measured_at=time.time(),
+                  others_cpu=others_cpu)
+    if device == "cpu" and (others_cpu + threads > n + BUSY_SLACK if others_cpu is not None
+                            else load_before + threads > n):
         out.flags.append("busy")
     if out.spread > NOISY_SPREAD:
         out.flags.append("noisy")
@@ -238,7 +268,11 @@ class LatencyStore:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS latency (arch_id TEXT, name TEXT, resolution INT, batch INT, device TEXT, "
                 "runtime TEXT, threads INT, hardware TEXT, median_ms REAL, p90_ms REAL, min_ms REAL, max_ms REAL, "
-                "repeats INT, load_before REAL, load_after REAL, cpus INT, measured_at REAL, flags TEXT)")
+                "repeats INT, load_before REAL, load_after REAL, cpus INT, measured_at REAL, flags TEXT, "
+                "others_cpu REAL)")
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(latency)")}
+            if "others_cpu" not in columns:  # a store written before others_cpu was measured
+                self._db.execute("ALTER TABLE latency ADD COLUMN others_cpu REAL")
             self._db.execute("CREATE INDEX IF NOT EXISTS latency_key ON latency "
                              "(arch_id, resolution, batch, device, runtime, threads, hardware)")
             self._db.commit()
@@ -307,7 +341,9 @@ def latency(spec, device: str = "cpu", runtime: str = "torch", batch: int = 1, r
 
 def describe(m: Latency) -> str:
     """One line: the numbers, where they come from, and any flag spelled out."""
-    words = {"busy": f"the machine was busy (load {m.load_before:.2f} before, {m.cpus} CPUs): pessimistic",
+    busy = (f"other processes used {m.others_cpu:.2f} cores during the runs" if m.others_cpu is not None
+            else f"load {m.load_before:.2f} before")
+    words = {"busy": f"the machine was busy ({busy}, {m.cpus} CPUs): pessimistic",
              "noisy": f"its runs disagree (p90 {m.spread:.2f}x the median)",
              "disagrees": f"differs by more than {AGREEMENT:.0%} from earlier measurements of the same key"}
     line = (f"{m.name}: {m.median_ms:.2f} ms median, {m.p90_ms:.2f} ms p90 ({m.runtime} on {m.device}, batch "

@@ -60,3 +60,31 @@ def test_step_time_compare_times_both_mlp_layouts_on_the_seeds_that_have_them(tm
     assert (df.conv_ms > 0).all() and (df.linear_ms > 0).all()
     assert df.speedup.iloc[0] == pytest.approx(df.conv_ms.iloc[0] / df.linear_ms.iloc[0])
     assert df.max_abs_diff.iloc[0] < 1e-4  # the two layouts compute the same function
+
+
+def test_step_time_compare_times_both_idconv_kernel_mixes(tmp_path):
+    out = tmp_path / "idconv_mix.csv"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_time.py"), "--compare", "idconv-mix",
+                           "--seeds", "transxnet_t", "convmlp_s", "--resolutions", "32", "--batch", "2",
+                           "--repeats", "1", "--warmup", "0", "--out", str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "convmlp_s        has no idconv-mix layer: skipped" in done.stdout
+    df = pd.read_csv(out)
+    assert list(df.seed) == ["transxnet_t"] and (df.einsum_ms > 0).all() and (df.mulsum_ms > 0).all()
+    assert df.max_abs_diff.iloc[0] < 1e-5  # the same sums
+
+
+def test_search_overhead_edits_a_copy_of_the_space(tmp_path):
+    import yaml
+
+    import search_overhead
+
+    edited = search_overhead._edited_space(str(ROOT / "spaces" / "fashion.yaml"),
+                                           ["train.fraction=0.3", "search.asha.grace_period=1"], tmp_path)
+    data = yaml.safe_load(edited.read_text())
+    assert data["train"]["fraction"] == 0.3 and data["search"]["asha"]["grace_period"] == 1
+    assert yaml.safe_load((ROOT / "spaces" / "fashion.yaml").read_text())["train"]["fraction"] == 0.1
+    from hvsearch.space import load_space
+
+    assert load_space(edited).train.fraction == 0.3

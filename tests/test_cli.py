@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +49,8 @@ def test_show_table_yaml_and_json(tmp_path, capsys):
     (["scale", "--seed", "cmt_s", "--phi", "abc"],
      "hvsearch scale: error: argument --phi: invalid float value: 'abc' (see `hvsearch scale --help`)"),
     (["bogus"], "hvsearch: error: argument COMMAND: invalid choice: 'bogus'"),
+    (["run", str(Path(__file__).resolve().parents[1] / "spaces" / "tiny.yaml"), "--objectives", "accuracy", "energy"],
+     "hvsearch run: error: search.objectives[1] must be one of accuracy, flops, params, latency, got 'energy'"),
 ])
 def test_errors_are_one_line_without_traceback(args, fragment):
     r = run_cli(*args)

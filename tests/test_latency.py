@@ -17,14 +17,37 @@ def test_measure_keeps_the_dispersion_and_the_machine_state():
     assert 0 < m.min_ms <= m.median_ms <= m.p90_ms <= m.max_ms
     assert m.load_before >= 0 and m.cpus >= 1 and m.hardware == hardware("cpu")
     assert ("noisy" in m.flags) == (m.p90_ms > 1.25 * m.median_ms)
-    assert ("busy" in m.flags) == (m.load_before + 1 > m.cpus)
+    # on Linux the cores other processes used are measured over the timed runs themselves
+    assert m.others_cpu is not None and m.others_cpu >= 0
+    assert ("busy" in m.flags) == (m.others_cpu + 1 > m.cpus + 0.25)
     assert describe(m).startswith("tiny: ") and "torch on cpu, batch 1, 32 px, 1 thread, 8 runs" in describe(m)
 
 
-def test_second_call_is_a_cache_hit_and_again_adds_a_compared_measurement(tmp_path, monkeypatch):
+def _machine(monkeypatch, others_cpu: float) -> None:
+    """Pretend the other processes used ``others_cpu`` cores during every measurement (the
+    timings themselves stay real): to test what the store does with calm and busy ones."""
     import hvsearch.latency as lat
 
-    monkeypatch.setattr(lat.os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # a calm machine: cacheable
+    timed = lat._timed
+    monkeypatch.setattr(lat, "_timed", lambda *a: (timed(*a)[0], others_cpu))
+
+
+def test_other_processes_on_the_cores_flag_a_measurement_busy():
+    # two processes spinning on a 2-core machine while a 2-thread measurement runs
+    code = "import time\nt = time.time() + 60\nwhile time.time() < t: pass"
+    spinners = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]
+    try:
+        m = measure(tiny_spec(), threads=2, repeats=30, warmup=2)
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    assert m.others_cpu >= 0.5, m
+    assert "busy" in m.flags and "other processes used" in describe(m)
+
+
+def test_second_call_is_a_cache_hit_and_again_adds_a_compared_measurement(tmp_path, monkeypatch):
+    _machine(monkeypatch, 0.0)  # a calm machine: cacheable
     store = tmp_path / "latency.db"
     spec = tiny_spec()
     first = latency(spec, batch=2, repeats=6, warmup=1, store=store)
@@ -47,18 +70,35 @@ def test_second_call_is_a_cache_hit_and_again_adds_a_compared_measurement(tmp_pa
 
 
 def test_busy_measurements_are_stored_but_measured_again(tmp_path, monkeypatch):
-    import hvsearch.latency as lat
-
-    monkeypatch.setattr(lat.os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    _machine(monkeypatch, 64.0)
     store = tmp_path / "latency.db"
     first = latency(tiny_spec(), repeats=5, warmup=0, store=store)
     assert "busy" in first.flags and "the machine was busy" in describe(first)
     second = latency(tiny_spec(), repeats=5, warmup=0, store=store)
     assert not second.cached
-    monkeypatch.setattr(lat.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    _machine(monkeypatch, 0.0)
     calm = latency(tiny_spec(), repeats=5, warmup=0, store=store)
     assert not calm.cached and "busy" not in calm.flags
     assert latency(tiny_spec(), repeats=5, warmup=0, store=store).cached
+
+
+def test_a_store_from_before_others_cpu_is_read_and_extended(tmp_path):
+    store = tmp_path / "latency.db"
+    with sqlite3.connect(store) as db:  # the table as the first version wrote it
+        db.execute("CREATE TABLE latency (arch_id TEXT, name TEXT, resolution INT, batch INT, device TEXT, "
+                   "runtime TEXT, threads INT, hardware TEXT, median_ms REAL, p90_ms REAL, min_ms REAL, "
+                   "max_ms REAL, repeats INT, load_before REAL, load_after REAL, cpus INT, measured_at REAL, "
+                   "flags TEXT)")
+        db.execute("INSERT INTO latency VALUES ('a1', 'old', 32, 1, 'cpu', 'torch', 1, 'hw', 2.0, 2.5, 1.9, 3.0, "
+                   "20, 0.5, 0.6, 2, 1.0, '')")
+    db = LatencyStore(store)
+    try:
+        (old,) = db.all(arch_id="a1")
+        assert old.median_ms == 2.0 and old.others_cpu is None and old.cached
+        db.add(measure(tiny_spec(), repeats=5, warmup=0))
+        assert len(db.all()) == 2 and db.all()[-1].others_cpu is not None
+    finally:
+        db.close()
 
 
 def test_onnxruntime_runs_the_checked_export():

@@ -24,7 +24,7 @@ from hvsearch.search import study as st
 from hvsearch.values import is_int
 
 COLUMNS = ["trial", "state", "status", "val_top1", "val_top5", "train_loss", "params", "flops", "latency_ms",
-           "epochs", "train_time_s", "images_per_s", "arch_id", "node_id", "fail_reason"]
+           "epochs", "train_time_s", "driver_time_s", "images_per_s", "arch_id", "node_id", "fail_reason"]
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -50,7 +50,8 @@ def trials_frame(study) -> pd.DataFrame:
             "val_top1": last.get("val_top1"), "val_top5": last.get("val_top5"),
             "train_loss": last.get("train_loss"), "params": a.get(st.ATTR_PARAMS),
             "flops": a.get(st.ATTR_FLOPS), "latency_ms": a.get(st.ATTR_LATENCY), "epochs": a.get(st.ATTR_EPOCHS),
-            "train_time_s": a.get(st.ATTR_TRAIN_TIME), "images_per_s": last.get("images_per_s"),
+            "train_time_s": a.get(st.ATTR_TRAIN_TIME), "driver_time_s": a.get(st.ATTR_DRIVER_TIME),
+            "images_per_s": last.get("images_per_s"),
             "arch_id": a.get(st.ATTR_ARCH_ID), "node_id": a.get(st.ATTR_NODE),
             "fail_reason": a.get(st.ATTR_REASON),
         }

@@ -46,6 +46,13 @@ from hvsearch.space import Space
 from hvsearch.train.proxy import METRIC_KEYS  # a trial's history holds what proxy training reports
 
 MAX_REJECTS_IN_A_ROW = 200
+#: rejected draws in a row after which the next ones are drawn at random (until one is admitted).
+#: The model-based samplers learn nothing from a rejected draw (Optuna's TPE and NSGA-II skip
+#: FAIL trials), so once they favour a region of the space that breaks a rule they propose it
+#: again and again: measured on spaces/fashion.yaml with [accuracy, latency], multi-objective TPE
+#: proposed a Hire-MLP region too large for stage 2 two hundred times in a row after its 10
+#: start-up trials and the search stopped.
+RANDOM_AFTER_REJECTS = 5
 
 
 class StudySearcher(PrescreenMixin, OptunaSearch):
@@ -78,6 +85,10 @@ class StudySearcher(PrescreenMixin, OptunaSearch):
         self._tids: dict[str, int] = {}
         self._reported: dict[str, set[int]] = {}
         self._history: dict[str, list[dict]] = {}
+        # the driver's own seconds per trial: drawing (rejected draws included), validating,
+        # counting, measuring latency, and recording its results; stored at the end
+        self._driver_s: Counter[str] = Counter()
+        self._random = None  # the RandomSampler of draws after rejections in a row (see _draw)
         self._seen = self._trained_archs(opened.study)
         objectives = space.search.objectives
         metric = [st.RESULT_KEYS[o] for o in objectives]
@@ -112,9 +123,12 @@ class StudySearcher(PrescreenMixin, OptunaSearch):
         return {"arch": self.space.arch.suggest(trial)}
 
     def suggest(self, trial_id: str) -> dict | None:
+        t0 = time.perf_counter()
         config = self._suggest(trial_id)
         if config == Searcher.FINISHED:
             self.finished = True  # the search ended itself (budget, time, space); see runner._fit
+        elif config is not None:
+            self._driver_s[trial_id] += time.perf_counter() - t0
         return config
 
     def _suggest(self, trial_id: str) -> dict | None:
@@ -142,9 +156,16 @@ class StudySearcher(PrescreenMixin, OptunaSearch):
 
     def _draw(self, key: str) -> dict | None:
         """Ask Optuna (under ``key`` in ``_ot_trials``) until a draw is admitted; None when the
-        space seems to have nothing new left."""
-        for _ in range(MAX_REJECTS_IN_A_ROW):
-            config = super().suggest(key)
+        space seems to have nothing new left. After :data:`RANDOM_AFTER_REJECTS` rejections in a
+        row the draws are random (the trial's user attr ``sampled_by`` says so)."""
+        for attempt in range(MAX_REJECTS_IN_A_ROW):
+            if attempt < RANDOM_AFTER_REJECTS:
+                config = super().suggest(key)
+            else:
+                if attempt == RANDOM_AFTER_REJECTS and self.say is not None:
+                    self.say(f"the {self.space.search.sampler} sampler's last {RANDOM_AFTER_REJECTS} draws were "
+                             "rejected: drawing at random until one is admitted")
+                config = self._random_suggest(key)
             admitted = self._admit(self._ot_trials[key], config["arch"])
             if admitted is not None:
                 return admitted
@@ -189,7 +210,8 @@ class StudySearcher(PrescreenMixin, OptunaSearch):
             ot_trial.set_user_attr(st.ATTR_LATENCY, latency_ms)
             ot_trial.set_user_attr(st.ATTR_LATENCY_INFO, {
                 "p90_ms": m.p90_ms, "flags": m.flags, "cached": m.cached, "device": m.device, "runtime": m.runtime,
-                "batch": m.batch, "resolution": m.resolution, "threads": m.threads, "load_before": m.load_before})
+                "batch": m.batch, "resolution": m.resolution, "threads": m.threads, "load_before": m.load_before,
+                "others_cpu": m.others_cpu})
             broken = self.space.constraints.latency_violations(latency_ms)
             if broken:
                 return self._reject(ot_trial, "invalid", f"{broken[0]} ({m.runtime} on {m.device}, batch {m.batch}, "
@@ -198,6 +220,24 @@ class StudySearcher(PrescreenMixin, OptunaSearch):
         self._seen[arch_id] = ot_trial.number
         return {"optuna_trial": ot_trial.number, "arch_id": arch_id, "arch": spec.to_dict(),
                 "n_params": params, "flops": flops, "latency_ms": latency_ms}
+
+    def _random_suggest(self, key: str) -> dict:
+        """One draw of the space by Optuna's RandomSampler (seeded from the search's seed and the
+        study's size), recorded in the study like any other."""
+        import optuna
+
+        study = self._ot_study
+        if self._random is None:
+            self._random = optuna.samplers.RandomSampler(
+                seed=None if self.space.search.seed is None
+                else self.space.search.seed + len(study.get_trials(deepcopy=False)))
+        model_based, study.sampler = study.sampler, self._random
+        try:
+            config = super().suggest(key)
+        finally:
+            study.sampler = model_based
+        self._ot_trials[key].set_user_attr(st.ATTR_SAMPLED_BY, "random")
+        return config
 
     def _reject(self, ot_trial, status: str, reason: str) -> None:
         from optuna.trial import TrialState
@@ -255,13 +295,16 @@ class StudySearcher(PrescreenMixin, OptunaSearch):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._ot_trials and trial_id not in self._completed_trials:
+            t0 = time.perf_counter()
             self._record(trial_id, result)
+            self._driver_s[trial_id] += time.perf_counter() - t0
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         from optuna.trial import TrialState
 
         if trial_id not in self._ot_trials or trial_id in self._completed_trials:
             return
+        t0 = time.perf_counter()
         ot_trial = self._ot_trials[trial_id]
         if result:
             self._record(trial_id, result)  # gap 2: the last result only arrives here
@@ -270,6 +313,8 @@ class StudySearcher(PrescreenMixin, OptunaSearch):
         trial = self.tune_trials.get(trial_id)
         if trial is not None:
             ot_trial.set_user_attr(st.ATTR_RAY_TRIAL, trial_id)
+        # (the study's tell and this attribute's own write are not in it: two storage writes)
+        ot_trial.set_user_attr(st.ATTR_DRIVER_TIME, self._driver_s[trial_id] + time.perf_counter() - t0)
         epoch = int(result.get("epoch", 0)) if result else 0
         if error:
             reason = error_reason(trial)

@@ -51,11 +51,13 @@ ATTR_LATENCY = "latency_ms"  # the median of the measurement (hvsearch.latency)
 ATTR_LATENCY_INFO = "latency"  # its p90, flags and where it was measured
 ATTR_HISTORY = "history"
 ATTR_TRAIN_TIME = "train_time_s"
+ATTR_DRIVER_TIME = "driver_time_s"  # the search driver's own seconds for this trial (see searcher)
 ATTR_EPOCHS = "epochs"
 ATTR_NODE = "node_id"
 ATTR_RAY_TRIAL = "ray_trial_id"
 ATTR_REQUEUED_FROM = "requeued_from"
 ATTR_PRESCREEN = "prescreen"
+ATTR_SAMPLED_BY = "sampled_by"  # "random" on a draw made at random after rejections in a row
 
 TRAINED_STATUSES = ("trained", "pruned", "failed")  # the trial budget counts these
 HEARTBEAT_S = 20.0

@@ -196,7 +196,11 @@ class Space:
         rest = set(changes) - set(search) - set(res)
         if rest:
             raise TypeError(f"unknown overrides {sorted(rest)}")
-        return dataclasses.replace(self, search=_check_search(dataclasses.replace(self.search, **search)),
+        new_search = _check_search(dataclasses.replace(self.search, **search))
+        # the latency settings follow whether anything uses them (e.g. `run --objectives`)
+        used = "latency" in new_search.objectives or self.constraints.max_latency_ms is not None
+        latency = (self.latency or LatencySettings()) if used else None
+        return dataclasses.replace(self, search=new_search, latency=latency,
                                    resources=_check_resources(dataclasses.replace(self.resources, **res)))
 
 

@@ -1,7 +1,7 @@
 """TransXNet parts: IDConv's per-sample dynamic conv against a per-sample loop, its G=1 and
 equal-kernel reductions to a static depthwise conv, OSRA against an explicit attention reference
 (with the resized relative-position encoding), sizes at odd inputs, the multi-scale depthwise conv,
-FLOP counting of the kernel mix, validation messages, and a mixed TransXNet/CMT model that trains."""
+the kernel mix's two forms and their FLOPs, validation messages, and a mixed TransXNet/CMT model that trains."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -99,15 +99,19 @@ def test_idconv_equal_static_kernels_give_that_kernel_at_batch_one_in_training()
     torch.testing.assert_close(m(x), ref)
 
 
-def test_idconv_kernel_mix_is_counted_as_multiply_adds():
+@pytest.mark.parametrize("impl, mix_macs", [("mulsum", 0), ("einsum", 1 * 2 * 8 * (9 + 1))])
+def test_idconv_kernel_mix_is_element_wise_and_free_unless_run_as_an_einsum(impl, mix_macs):
     from fvcore.nn import FlopCountAnalysis
 
     m = IDConv(dim=8, kernel=3, groups=2).eval()
-    x = torch.zeros(1, 8, 6, 6)
+    x = torch.randn(1, 8, 6, 6)
+    default = m(x)
+    m.mix_impl = impl
+    torch.testing.assert_close(m(x), default)  # the same sums either way
     fca = FlopCountAnalysis(m, x).set_op_handle(**EXTRA_HANDLES)
     fca.unsupported_ops_warnings(False).tracer_warnings("none")
     ops = fca.by_operator()
-    assert ops["einsum"] == 1 * 2 * 8 * (9 + 1)  # B·G·C·(K² kernel cells + bias)
+    assert ops.get("einsum", 0) == mix_macs  # B·G·C·(K² kernel cells + bias) as an einsum
     # squeeze 8→2 and 2→16 over 10 cells, plus the dynamic 3×3 depthwise conv over 6×6
     assert ops["conv"] == 10 * 8 * 2 + 10 * 2 * 16 + 8 * 36 * 9
     assert set(fca.unsupported_ops()) <= FREE_OPS

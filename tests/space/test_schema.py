@@ -270,3 +270,8 @@ def test_latency_section_defaults_and_fingerprint():
     # where latency is measured defines its values: another thread count is another study
     other = _space(lambda d: d.update(constraints={"max_latency_ms": 12.5}, latency={"threads": 1, "batch": 4}))
     assert other.fingerprint() != limited.fingerprint()
+    # `run --objectives` adds latency with its default settings, and drops settings nothing uses
+    added = _space().with_overrides(objectives=("accuracy", "latency"))
+    assert added.latency == LatencySettings() and added.fingerprint() == objective.fingerprint()
+    assert objective.with_overrides(objectives=("accuracy",)).latency is None
+    assert limited.with_overrides(objectives=("accuracy",)).latency == limited.latency  # the constraint uses it

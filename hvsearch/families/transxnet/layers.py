@@ -35,6 +35,7 @@ class IDConv(nn.Module):
         self.dim, self.kernel, self.groups = dim, kernel, groups
         self.weight = nn.Parameter(torch.empty(groups, dim, kernel, kernel))
         self.bias = nn.Parameter(torch.empty(groups, dim))
+        self.mix_impl = "mulsum"  # or "einsum": the same sums (see dynamic_kernels)
         if groups > 1:
             squeeze = dim // IDCONV_REDUCTION
             self.pool = nn.AdaptiveAvgPool2d(kernel)
@@ -50,10 +51,17 @@ class IDConv(nn.Module):
         G, K = self.groups, self.kernel
         cells = torch.cat([self.pool(x).flatten(2), x.mean((2, 3)).unsqueeze(-1)], dim=2)
         mix = self.attn(cells.unsqueeze(2)).view(B, G, C, K * K + 1).softmax(dim=1)
-        # Bias rides along as the last "kernel position", so one einsum (which fvcore counts as
-        # B·G·C·(K²+1) multiply-adds) does the whole weighted sum over the G static tables.
+        # Bias rides along as the last "kernel position", so one weighted sum over the G static
+        # tables gives kernels and biases. Element-wise (``mix_impl`` "mulsum", the default) it is
+        # free under the cost convention, as in fvcore's count of the reference code; as an
+        # einsum ("einsum") torch runs it as a bmm of C·(K²+1) tiny (B×G)·(G×1) products, 8–12%
+        # slower per training step at the proxy's 32 px (``step_time.py --compare idconv-mix``)
+        # and counted as B·G·C·(K²+1) multiply-adds.
         table = torch.cat([self.weight.flatten(2), self.bias.unsqueeze(-1)], dim=2)
-        mixed = torch.einsum("bgcn,gcn->bcn", mix, table)
+        if self.mix_impl == "einsum":
+            mixed = torch.einsum("bgcn,gcn->bcn", mix, table)
+        else:
+            mixed = (mix * table).sum(1)
         return mixed[..., :-1].reshape(B, C, K, K), mixed[..., -1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -47,8 +47,8 @@ COMMON_NOTES = (
     "padding 2, LN2d norm), GroupNorm(1) norms, layer scale with a per-channel bias (a 1x1 depthwise conv "
     "in the code, an affine here, so fvcore counts ~0.1% fewer FLOPs); IDConv runs its squeeze once over "
     "the K×K pooled cells plus the global mean (the code calls it twice; equal in eval, BN batch "
-    "statistics pooled in training); the kernel mix is counted as multiply-adds (the code's mul+sum is "
-    "not); fvcore FLOPs of the code exceed the paper's figure"
+    "statistics pooled in training); the kernel mix is an element-wise mul+sum as in the code (free "
+    "under fvcore's convention); fvcore FLOPs of the code exceed the paper's figure"
 )
 NOTES = {
     "transxnet_s": COMMON_NOTES + "; fvcore gives 4.69G against the paper's 4.5G",

@@ -1,0 +1,46 @@
+"""The driver's draws, without a Ray cluster: a model-based sampler that keeps proposing
+architectures the rules reject gives way to random draws, so the search goes on."""
+from __future__ import annotations
+
+import warnings
+
+import optuna
+from ray.tune.search import Searcher
+
+from hvsearch.search import study as st
+from hvsearch.search.runner import _cost_fn
+from hvsearch.search.searcher import RANDOM_AFTER_REJECTS, StudySearcher
+from hvsearch.space import load_space
+from tests.search.conftest import ROOT
+
+
+def test_a_sampler_stuck_on_rejected_draws_gives_way_to_random_ones(tmp_path):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space(ROOT / "spaces" / "hybrid.yaml")  # stage 2 is 2x2 at 32 px: Hire-MLP region 4 breaks a rule
+    url = st.storage_url("stuck", None, tmp_path / "studies")
+    opened = st.open_for_run(space, "stuck", url, resume=False)
+    # a real Optuna sampler stuck where the multi-objective TPE got stuck on spaces/fashion.yaml
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        stuck = optuna.samplers.PartialFixedSampler(
+            {"stages.2.mixer.type": "hire", "stages.2.mixer.hire.region": 4}, optuna.samplers.RandomSampler(seed=0))
+    lines: list[str] = []
+    searcher = StudySearcher(space, opened, stuck, _cost_fn(space), epochs=2, slots=2, say=lines.append)
+    configs = [searcher.suggest("tune-a"), searcher.suggest("tune-b")]
+    assert all(c not in (None, Searcher.FINISHED) for c in configs)
+
+    trials = opened.study.get_trials()
+    for config in configs:
+        admitted = trials[config["optuna_trial"]]
+        assert admitted.user_attrs["status"] == "running" and admitted.user_attrs["sampled_by"] == "random"
+        # the random draw is an ordinary trial of the study: its knobs are its params
+        assert admitted.params["stages.2.mixer.type"] != "hire" or admitted.params["stages.2.mixer.hire.region"] == 2
+    rejected = [t for t in trials if t.user_attrs.get("status") == "invalid"]
+    stuck_ones = [t for t in rejected if "sampled_by" not in t.user_attrs]
+    assert len(stuck_ones) == 2 * RANDOM_AFTER_REJECTS  # each slot gave the stuck sampler its turns first
+    assert all(t.state == optuna.trial.TrialState.FAIL and t.user_attrs["fail_reason"] ==
+               "stages.2.mixer.region must be <= the stage's feature size 2, got 4" for t in stuck_ones)
+    said = [line for line in lines if "drawing at random" in line]
+    assert said == [f"the tpe sampler's last {RANDOM_AFTER_REJECTS} draws were rejected: drawing at random "
+                    "until one is admitted"] * 2
+    assert searcher._ot_study.sampler is stuck  # the model-based sampler is back for the next trial
