@@ -9,9 +9,15 @@ budget of the space is kept, so choose a space that finishes) and compares
   from its start: data, model build, epochs, evaluations, checkpoints);
 * ``ideal``  — ``train / concurrency``, the wall time a zero-overhead scheduler would need;
 
-and reports ``overhead = wall - ideal`` (absolute and as a share of ``wall``), the time to the
-first trial's start (imports, Ray start-up and the first draw) and the driver's own time per trial
-(median and max of the trials' ``driver_time_s``: drawing, validating, counting, recording). The 1-minute load average is recorded
+and reports ``overhead = wall - ideal`` (absolute and as a share of ``wall``) in three parts: the
+time from the command's start to the first trial's start (imports, Ray start-up, the first draw),
+the overhead between the first trial's start and the last one's end (hand-overs, the driver's
+work, a slot idle while the last trial finishes) and the time after the last trial (Ray's shutdown,
+writing results, exiting); the times are those at which the run's progress lines arrive. Also the
+driver's own time per trial (median and max of the trials' ``driver_time_s``: drawing,
+validating, counting, recording). ``ideal`` assumes the trials pack perfectly; ``same_order``
+is the makespan of a zero-overhead scheduler handing the same trials, in the same order, to the
+first free slot, so ``overhead_vs_same_order`` is what the framework itself costs. The 1-minute load average is recorded
 before and after: other processes on a small machine distort everything here.
 
     python benchmarks/search_overhead.py                          # spaces/tiny.yaml, 8 trials
@@ -20,6 +26,7 @@ before and after: other processes on a small machine distort everything here.
 from __future__ import annotations
 
 import argparse
+import heapq
 import os
 import re
 import statistics
@@ -44,27 +51,47 @@ def one_run(space_path: str, args, workdir: Path, index: int) -> dict:
            "--max-concurrent", str(args.max_concurrent), "--studies-dir", str(workdir / "studies"),
            "--results-dir", str(workdir / "results")]
     load_before = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    lines: list[tuple[float, str]] = []  # (seconds since the command started, progress line)
+    with tempfile.TemporaryFile(mode="w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1)
+        for line in proc.stdout:  # the lines are flushed as they happen: their arrival times them
+            lines.append((time.perf_counter() - t0, line.rstrip("\n")))
+        proc.wait()
+        wall = time.perf_counter() - t0
+        err.seek(0)
+        stderr = err.read()
+    stdout = "\n".join(text for _, text in lines)
     if proc.returncode:
-        sys.exit(f"hvsearch run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    if args.log_dir:  # the run's own progress lines: when each trial started and ended
+        sys.exit(f"hvsearch run failed ({proc.returncode}):\n{stdout}\n{stderr}")
+    if args.log_dir:  # the run's own progress lines, each with the second it arrived
         log = Path(args.log_dir) / f"{Path(space_path).stem}-run{index}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text(proc.stdout)
-    starts = [float(m.group(1)) for m in re.finditer(r"^\[\s*(\d+)s\] trial \d+ start", proc.stdout, re.M)]
+        log.write_text("".join(f"{at:7.2f} {text}\n" for at, text in lines))
+    starts = [at for at, text in lines if re.search(r"\] trial \d+ start", text)]
+    ends = [at for at, text in lines if re.search(r"\] trial \d+ (trained|pruned|failed) after", text)]
     study = st.load_study(name, st.storage_url(name, None, workdir / "studies", create=False))
     trials = [t for t in study.get_trials() if t.user_attrs.get(st.ATTR_STATUS) in st.TRAINED_STATUSES]
     train = sum(float(t.user_attrs.get(st.ATTR_TRAIN_TIME, 0.0)) for t in trials)
     ideal = train / args.max_concurrent
+    # a zero-overhead scheduler running the same trials in the same order (each to the first free
+    # slot): what no scheduler can avoid when the last trials finish at different times
+    slots = [0.0] * args.max_concurrent
+    for t in sorted(trials, key=lambda t: t.number):
+        heapq.heapreplace(slots, slots[0] + float(t.user_attrs.get(st.ATTR_TRAIN_TIME, 0.0)))
+    packed = max(slots)
     driver = [float(t.user_attrs[st.ATTR_DRIVER_TIME]) for t in trials if st.ATTR_DRIVER_TIME in t.user_attrs]
     return {
         "run": index, "trials": len(trials), "epochs_trained": sum(int(t.user_attrs.get(st.ATTR_EPOCHS, 0)) for t in trials),
         "pruned": sum(t.user_attrs.get(st.ATTR_STATUS) == "pruned" for t in trials),
         "wall_s": wall, "train_sum_s": train, "concurrency": args.max_concurrent, "ideal_s": ideal,
         "overhead_s": wall - ideal, "overhead_%": 100 * (wall - ideal) / wall,
+        "same_order_s": packed, "overhead_vs_same_order_s": wall - packed,
+        "overhead_vs_same_order_%": 100 * (wall - packed) / wall,
         "first_trial_s": starts[0] if starts else None,
+        # between the first start and the last end: hand-overs, the driver, a slot left idle at the end
+        "middle_overhead_s": (ends[-1] - starts[0]) - ideal if starts and ends else None,
+        "after_last_trial_s": wall - ends[-1] if ends else None,
         "driver_per_trial_s": statistics.median(driver) if driver else None,
         "driver_max_s": max(driver) if driver else None,
         "load_before": load_before, "load_after": os.getloadavg()[0],
