@@ -186,7 +186,8 @@ def leaderboard(study, top: int = 10, include_all: bool = False) -> pd.DataFrame
     if df.empty:
         return df
     if not include_all:
-        df = df[df["state"].isin(["COMPLETE", "PRUNED"]) & (df["status"] != "skipped")]
+        # (PRUNED is also the state of skipped and invalid draws, which never trained)
+        df = df[df["status"].isin(["trained", "pruned"])]
     df = df.assign(_done=df["state"] == "COMPLETE").sort_values(
         ["_done", "val_top1"], ascending=[False, False], na_position="last")
     mixer_cols = [c for c in df.columns if c.startswith("arch.stages.") and c.endswith(".mixer.type")]

@@ -244,7 +244,11 @@ class StudySearcher(PrescreenMixin, OptunaSearch):
 
         ot_trial.set_user_attr(st.ATTR_STATUS, status)
         ot_trial.set_user_attr(st.ATTR_REASON, reason)
-        self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        # An invalid draw is told PRUNED (with no value): TPE counts such trials among the worst
+        # and learns to avoid what broke the rule; a FAIL trial is invisible to it, and a sampler
+        # that favours a broken combination would propose it again and again. A duplicate is
+        # FAIL: its architecture was trained, it is not a bad region.
+        self._ot_study.tell(ot_trial, state=TrialState.PRUNED if status == "invalid" else TrialState.FAIL)
         self.counts[status] += 1
         if self.say is not None:  # every draw's fate is a line, not only a counter
             self.say(f"trial {ot_trial.number} {status}, not trained: {reason}")

@@ -7,10 +7,10 @@ workers never open it.
 What every trial carries (user attrs, see the ``ATTR_*`` names):
 
 * ``status`` — ``running``, then ``trained`` (COMPLETE), ``pruned`` (PRUNED: stopped by ASHA),
-  ``failed`` (FAIL: raised, NaN, out of memory), ``invalid`` (FAIL: broke a rule or a constraint;
-  never trained), ``duplicate`` (FAIL: an architecture already trained in this study; never
+  ``failed`` (FAIL: raised, NaN, out of memory), ``invalid`` (PRUNED, no value: broke a rule or a
+  constraint; never trained; PRUNED so that TPE counts it among the worst), ``duplicate`` (FAIL: an architecture already trained in this study; never
   trained again) or ``interrupted`` (FAIL: the search process stopped while it trained; re-queued).
-* ``fail_reason`` — why, for every FAIL.
+* ``fail_reason`` — why, for every FAIL and every invalid draw.
 * ``arch`` (the architecture as compact JSON, ``ModelSpec.from_json``), ``arch_id``, ``n_params``,
   ``flops`` (multiply-adds at ``cost_resolution``), ``history`` (per-epoch metrics),
   ``train_time_s``, ``epochs``, ``node_id`` (the Ray node that trained it).

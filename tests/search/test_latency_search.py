@@ -39,7 +39,7 @@ def test_latency_constraint_rejects_before_training_and_the_objective_is_stored(
     assert rejected, "seed 1 draws a 384-wide first stage"
     for t in rejected:
         a = t.user_attrs
-        assert t.state == TrialState.FAIL and a["status"] == "invalid" and not t.intermediate_values
+        assert t.state == TrialState.PRUNED and a["status"] == "invalid" and not t.intermediate_values
         assert a["latency_ms"] > LIMIT_MS and "history" not in a
         assert a["fail_reason"].startswith(f"latency {a['latency_ms']:.3g} ms (median) exceeds "
                                            f"constraints.max_latency_ms {LIMIT_MS:g} (torch on cpu, batch 1, 160 px")

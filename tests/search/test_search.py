@@ -65,8 +65,8 @@ def test_real_search_records_true_states(workdir):
         assert t.state != TrialState.RUNNING and t.state != TrialState.WAITING
         assert t.params, "the sampled knobs are the trial's params"
         assert t.params["stages.0.mixer.type"] in ("cmt_attn", "hire")
-        if status == "invalid":
-            assert t.state == TrialState.FAIL and not t.intermediate_values
+        if status == "invalid":  # PRUNED without a value: TPE counts it among the worst
+            assert t.state == TrialState.PRUNED and not t.intermediate_values and t.values is None
             assert "must be" in attrs["fail_reason"] or "exceed" in attrs["fail_reason"]
             continue
         spec = ModelSpec.from_json(attrs["arch"])  # the architecture travels with the trial
