@@ -88,7 +88,11 @@ def export(ref: str, fmt: str, out: str | Path = "exports", resolution: int | No
     if fmt == "onnx":
         exporter, got, probe, expected, dynamic = _onnx(model, example, check, path)
         if not dynamic:
-            say(f"  {path.name}: the batch is fixed at {example.shape[0]} (no exporter could make it dynamic)")
+            declaring = sorted({getattr(p, "type", type(p).__name__) for p in _parts(spec)
+                                if "batch" in p.fixed_export_axes()})
+            why = (f"its {', '.join(declaring)} part declares the batch fixed" if declaring
+                   else "no exporter could make it dynamic")
+            say(f"  {path.name}: the batch is fixed at {example.shape[0]} ({why})")
         elif "height" not in dynamic:
             say(f"  {path.name}: the input size is fixed at {res} px (the model is built for one feature size)")
     elif fmt == "torchscript":
@@ -202,8 +206,11 @@ def _fixed_axes(spec) -> set[str]:
     """The axes some part of ``spec`` says an export cannot leave open (``fixed_export_axes``)."""
     if spec is None:
         return set()
-    parts = [spec.stem, spec.head] + [p for st in spec.stages for p in (st.downsample, st.mixer, st.ffn)]
-    return set().union(*(p.fixed_export_axes() for p in parts))
+    return set().union(*(p.fixed_export_axes() for p in _parts(spec)))
+
+
+def _parts(spec) -> list:
+    return [spec.stem, spec.head] + [p for st in spec.stages for p in (st.downsample, st.mixer, st.ffn)]
 
 
 def _probe(example, check, dynamic: tuple[str, ...]):

@@ -51,7 +51,8 @@ def test_every_format_round_trips(arch_file, tmp_path, fmt):
 
 @pytest.mark.parametrize("seed", SMALLEST)
 def test_one_seed_per_family_round_trips_through_onnx_runtime(seed, tmp_path):
-    done = export(seed, "onnx", out=tmp_path, resolution=32, say=lambda line: None)
+    lines: list[str] = []
+    done = export(seed, "onnx", out=tmp_path, resolution=32, say=lines.append)
     assert done.meta["max_abs_diff"] <= 1e-4 and done.meta["input_size"] == [3, 32, 32]
     session = ort.InferenceSession(str(done.path), providers=["CPUExecutionProvider"])
     # Every checked attempt is kept, most dynamic first: CMT, Container and ConvMLP run at any size a
@@ -59,6 +60,9 @@ def test_one_seed_per_family_round_trips_through_onnx_runtime(seed, tmp_path):
     # conv groups, so its batch is fixed too.
     expected = {"hire": ["batch"], "transxnet": []}.get(get_seed(seed).family, ["batch", "height", "width"])
     assert done.meta["dynamic"] == expected
+    fixed_batch = [line for line in lines if "the batch is fixed" in line]
+    assert fixed_batch == ([f"  {done.path.name}: the batch is fixed at 2 (its dmixer part declares the batch "
+                            "fixed)"] if not expected else [])
     sizes = [(32, 32)] + ([(64, 96)] if "height" in expected else [])
     for h, w in sizes:  # the export's example had batch 2, its check 3
         x = torch.randn(1 if expected else 2, 3, h, w)
