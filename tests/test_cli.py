@@ -97,6 +97,36 @@ def test_train_prints_progress_lines_in_a_log(tmp_path):
     assert lines.index(steps[-1]) < next(i for i, line in enumerate(lines) if line.startswith("epoch 1/1  loss"))
 
 
+def _entry(tmp_path, argv, before=""):
+    """Run the console script's entry point in a fresh process, with ``before`` run first."""
+    script = (f"import sys\n{before}\nfrom hvsearch import cli\nsys.argv = ['hvsearch', *{argv!r}]\n"
+              "cli.entry()\n")
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+
+
+def test_the_console_exit_skips_finalisation_but_loses_nothing(tmp_path):
+    """entry() ends the process without the interpreter's finalisation, after the atexit
+    handlers and with every byte of output flushed; the exit status is the command's."""
+    mark = tmp_path / "atexit-ran"
+    at_exit = f"import atexit\natexit.register(lambda: open({str(mark)!r}, 'w').write('yes'))"
+    r = _entry(tmp_path, ["show", "cmt_ti", "--format", "json"], at_exit)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["arch_id"] == get_seed("cmt_ti").spec.arch_id  # all of it arrived
+    assert mark.read_text() == "yes"
+    r = _entry(tmp_path, ["show", "no_such_seed"])
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no_such_seed" in r.stderr
+
+
+def test_the_console_exit_waits_for_a_thread_still_working(tmp_path):
+    done = tmp_path / "thread-done"
+    worker = ("import threading, time\n"
+              f"threading.Thread(target=lambda: (time.sleep(1.0), open({str(done)!r}, 'w').write('yes'))).start()")
+    r = _entry(tmp_path, ["show", "cmt_ti", "--format", "json"], worker)
+    assert r.returncode == 0, r.stderr
+    assert done.read_text() == "yes"
+
+
 def test_progress_in_a_log_is_one_line_per_item_or_per_interval():
     import io
 

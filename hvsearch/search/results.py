@@ -144,14 +144,12 @@ def write_results(study, out_dir: str | Path) -> Path:
 
 
 def plot_pareto(df: pd.DataFrame, front: pd.DataFrame, cost: str, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, ~0.3 s less to import
 
     label, short, scale = {"flops": ("FLOPs (M multiply-adds)", "FLOPs", 1e6), "params": ("params (M)", "params", 1e6),
                            "latency_ms": ("latency (ms, median)", "latency", 1.0)}[cost]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    fig = Figure(figsize=(6.4, 4.4), dpi=120)
+    ax = fig.subplots()
     for state, style in (("PRUNED", dict(c="0.75", marker="x", label="pruned (last epoch)")),
                          ("COMPLETE", dict(c="tab:blue", marker="o", label="trained"))):
         sub = df[(df["state"] == state) & df["val_top1"].notna() & df[cost].notna()]
@@ -169,7 +167,6 @@ def plot_pareto(df: pd.DataFrame, front: pd.DataFrame, cost: str, path: Path, ti
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 #: one number format per leaderboard column (the table view; CSV and JSON keep full precision)

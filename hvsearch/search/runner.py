@@ -27,10 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ray.tune import Callback
-from ray.tune.search import ConcurrencyLimiter
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
-
 from hvsearch.errors import RayStartError, StudyError
 from hvsearch.search import study as st
 from hvsearch.space import Space, human
@@ -168,6 +164,13 @@ class _DropTuneAdvice(logging.Filter):
 _TUNE_ADVICE = _DropTuneAdvice()
 
 
+# Ray starts one idle worker per CPU for the driver's tasks as it starts; a search runs no tasks,
+# and Tune's trial actors never take those workers (their runtime_env differs from the job's, so
+# each gets a process of its own): on 2 cores the idle ones only delay the start (ray.init 4.5 s
+# instead of 4.9 s, the first two trial actors ready 0.9 s sooner: means of 3 runs each, with the
+# driver's imports running alongside as in a search)
+_LOCAL_RAY_CONFIG = {"prestart_worker_first_driver": False, "enable_worker_prestart": False}
+
 RAY_PROCESSES = "ray-processes.json"  # in a run's folder while its local Ray instance is up
 
 
@@ -202,7 +205,7 @@ def init_ray(address: str | None, num_cpus: int | None, owner: Path | None = Non
     for attempt in (1, 2):
         try:
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=ray_temp_dir(),
-                     object_store_memory=256 * 1024 * 1024, **kw)
+                     object_store_memory=256 * 1024 * 1024, _system_config=_LOCAL_RAY_CONFIG, **kw)
             break
         except Exception as e:  # processes not up within Ray's 30 s start-up limit, an unusable folder, ...
             if ray.is_initialized():
@@ -347,11 +350,17 @@ def _name(p) -> str:
         return "?"
 
 
-def _import_models() -> None:
+def _import_search() -> None:
+    """Import what the driver needs once Ray is up: Ray Tune, the searcher, the trainable and
+    the model code (torch, timm): ~3 s of imports that run while Ray's processes start."""
     import torch
+    import ray.tune  # noqa: F401
 
     import hvsearch.cost  # noqa: F401
     import hvsearch.models  # noqa: F401
+    import hvsearch.search.searcher  # noqa: F401
+    import hvsearch.search.trainable  # noqa: F401
+    import hvsearch.search.tune_parts  # noqa: F401
 
     torch.set_num_threads(1)  # the driver only counts costs; the cores belong to the trials
 
@@ -471,9 +480,9 @@ def best_line(trial, results_dir: Path | None) -> str:
 
 def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, address: str | None,
          num_cpus: int | None, study_dir: Path, say) -> RunSummary:
-    # Import the model code (torch, timm: seconds) while Ray starts (mostly waiting on its
-    # processes); the first draw needs it to count costs.
-    warm = threading.Thread(target=_import_models, name="hvsearch-import", daemon=True)
+    # Import Ray Tune and the model code (torch, timm: seconds) while Ray starts (mostly waiting
+    # on its processes); the first draw needs the models to count costs.
+    warm = threading.Thread(target=_import_search, name="hvsearch-import", daemon=True)
     warm.start()
     try:
         started = init_ray(address, num_cpus, owner=study_dir)
@@ -481,9 +490,11 @@ def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, ad
         warm.join()
     import ray
     from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
 
     from hvsearch.search.searcher import StudySearcher
     from hvsearch.search.trainable import train_trial
+    from hvsearch.search.tune_parts import Progress, TellingASHA, counts_line
 
     try:
         res = space.resources
@@ -552,7 +563,7 @@ def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, ad
         stop_ray(started, study_dir)
     c = dict(searcher.counts)
     best = searcher.best
-    say(f"done: {_counts_line(searcher.counts)}"
+    say(f"done: {counts_line(searcher.counts)}"
         + (f"; best val top-1 {best[0]:.2f}% (trial {best[1]})" if best else "")
         + (f"; stopped: {searcher.exhausted}" if searcher.exhausted else ""))
     first = progress.first_start - say.t0 if progress.first_start is not None else None
@@ -564,21 +575,6 @@ def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, ad
 def _prescreen_line(p) -> str:
     return (f"; pre-screen: {p.score} ranks each pool of {p.pool} draws, the best {p.kept} train, "
             f"the others are recorded as skipped")
-
-
-class TellingASHA(ASHAScheduler):
-    """ASHA that records which trials it stopped, so that the searcher tells the study PRUNED
-    for them (and not COMPLETE, or interrupted)."""
-
-    def __init__(self, stopped: set[str], **kwargs):
-        super().__init__(**kwargs)
-        self.stopped = stopped
-
-    def on_trial_result(self, tune_controller, trial, result):
-        decision = super().on_trial_result(tune_controller, trial, result)
-        if decision == TrialScheduler.STOP:
-            self.stopped.add(trial.trial_id)
-        return decision
 
 
 def _fits(total: dict[str, float], res) -> int:
@@ -626,91 +622,3 @@ class _Say:
 
     def __call__(self, msg: str) -> None:
         print(f"[{time.monotonic() - self.t0:6.0f}s] {msg}", file=self.out, flush=True)
-
-
-def _counts_line(counts, running: int | None = None) -> str:
-    c = {**counts, "running": running or 0}
-    always = ("trained", "pruned") + (("running",) if running is not None else ())
-    keys = ("trained", "pruned", "failed", "running", "skipped", "invalid", "duplicate", "interrupted")
-    return ", ".join(f"{c.get(k, 0)} {k}" for k in keys if c.get(k, 0) or k in always)
-
-
-class Progress(Callback):
-    """One line per trial event: start, each epoch, the end and why; the study's counts and the
-    best accuracy so far."""
-
-    def __init__(self, searcher, epochs: int, say, on_start=None, search_alg=None):
-        self.searcher, self.epochs, self.say = searcher, epochs, say
-        self.search_alg = search_alg or searcher  # what Tune calls: the searcher or its limiter
-        self.on_start = on_start  # called as each trial starts (the run's Ray processes recorded)
-        self.started = 0
-        self.train_time = 0.0
-        self.first_start: float | None = None
-        self.live: set[str] = set()
-        self.ended: set[str] = set()
-
-    def _label(self, trial) -> str:
-        n = self.searcher.number(trial.trial_id)
-        return f"trial {n}" if n is not None else trial.trial_id
-
-    def _tail(self) -> str:
-        best = self.searcher.best
-        return f"  | {_counts_line(self.searcher.counts, len(self.live))}" + (f" | best {best[0]:.2f}% (trial {best[1]})" if best else "")
-
-    def on_step_begin(self, iteration, trials, **info):
-        # every trial known as soon as Tune has it: one whose worker dies before it starts
-        # (killed for memory, say) still has its error files read (failures.error_reason)
-        for t in trials:
-            self.searcher.tune_trials.setdefault(t.trial_id, t)
-
-    def on_step_end(self, iteration, trials, **info):
-        # Tune ends a trial whose re-used worker could not be reset (reset_config timed out)
-        # with status ERROR but tells neither the searcher nor the callbacks: tell them here, so
-        # the study records it (and re-queues it) instead of leaving it RUNNING.
-        for t in trials:
-            if (t.status == "ERROR" and t.trial_id in self.searcher._ot_trials
-                    and t.trial_id not in self.searcher._completed_trials):
-                self.searcher.tune_trials.setdefault(t.trial_id, t)
-                self.search_alg.on_trial_complete(t.trial_id, None, error=True)
-                self._end(t)
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.searcher.tune_trials[trial.trial_id] = trial
-        self.live.add(trial.trial_id)
-        self.started += 1
-        if self.on_start is not None:
-            self.on_start()
-        if self.first_start is None:
-            self.first_start = time.monotonic()
-        cfg = trial.config
-        mixers = "/".join(s["mixer"]["type"] for s in cfg["arch"]["stages"])
-        latency = f", {cfg['latency_ms']:.3g} ms" if cfg.get("latency_ms") is not None else ""
-        self.say(f"{self._label(trial)} start: {mixers}, {human(cfg['n_params'])} params, "
-                 f"{human(cfg['flops'])} FLOPs{latency}")
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.say(f"{self._label(trial)} epoch {result.get('epoch')}/{self.epochs}: val top-1 "
-                 f"{result.get('val_top1', float('nan')):.2f}%, loss {result.get('train_loss', float('nan')):.3f}"
-                 + self._tail())
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._end(trial)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._end(trial)
-
-    def _end(self, trial) -> None:
-        if trial.trial_id in self.ended:
-            return
-        self.ended.add(trial.trial_id)
-        self.live.discard(trial.trial_id)
-        n = self.searcher.number(trial.trial_id)
-        if n is None:
-            return
-        t = self.searcher._ot_study.get_trials(deepcopy=False)[n]
-        self.train_time += float(t.user_attrs.get(st.ATTR_TRAIN_TIME, 0.0))
-        status = t.user_attrs.get(st.ATTR_STATUS, "?")
-        why = t.user_attrs.get(st.ATTR_REASON)
-        ep = t.user_attrs.get(st.ATTR_EPOCHS)
-        self.say(f"{self._label(trial)} {status}" + (f" after epoch {ep}" if ep else "")
-                 + (f": {why}" if why else "") + self._tail())

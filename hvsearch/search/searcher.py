@@ -76,8 +76,8 @@ class StudySearcher(PrescreenMixin, OptunaSearch):
                                             for t in opened.study.get_trials(deepcopy=False)
                                             if t.user_attrs.get(st.ATTR_STATUS) not in (None, "running"))
         self.best: tuple[float, int] | None = _best_so_far(opened.study)
-        self.asha_stopped: set[str] = set()  # filled by the scheduler (see runner.TellingASHA)
-        self.tune_trials: dict[str, Any] = {}  # Tune trial objects (see runner.Progress)
+        self.asha_stopped: set[str] = set()  # filled by the scheduler (see tune_parts.TellingASHA)
+        self.tune_trials: dict[str, Any] = {}  # Tune trial objects (see tune_parts.Progress)
         self.exhausted: str | None = None
         self.finished = False  # suggest() said FINISHED: Tune stops when this has been said
         self._numbers: dict[str, int] = {}
