@@ -22,6 +22,7 @@ before and after: other processes on a small machine distort everything here.
 
     python benchmarks/search_overhead.py                          # spaces/tiny.yaml, 8 trials
     python benchmarks/search_overhead.py --space spaces/hybrid.yaml --trials 6 --repeats 2
+    python benchmarks/search_overhead.py --space spaces/hybrid.yaml --trials 10 --address 127.0.0.1:6390
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def one_run(space_path: str, args, workdir: Path, index: int) -> dict:
     name = f"bench{index}"
     cmd = [sys.executable, "-m", "hvsearch.cli", "run", space_path, "--study", name, "--trials", str(args.trials),
            "--max-concurrent", str(args.max_concurrent), "--studies-dir", str(workdir / "studies"),
-           "--results-dir", str(workdir / "results")]
+           "--results-dir", str(workdir / "results")] + (["--address", args.address] if args.address else [])
     load_before = os.getloadavg()[0]
     lines: list[tuple[float, str]] = []  # (seconds since the command started, progress line)
     with tempfile.TemporaryFile(mode="w+") as err:
@@ -127,6 +128,8 @@ def main() -> None:
     p.add_argument("--log-dir", default=None, help="keep each run's progress lines here")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="change the space for this benchmark, e.g. train.fraction=0.3 (longer trials)")
+    p.add_argument("--address", help="join this running Ray instance (`ray start --head ...`) instead of each "
+                   "run starting and stopping its own: what the framework costs without Ray's start-up")
     args = p.parse_args()
 
     load_space(args.space)  # a broken space fails here, not in the first run
@@ -150,7 +153,8 @@ def main() -> None:
               f"({statistics.median(df['overhead_%']):.0f}% of wall)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    df.assign(space=Path(args.space).name, changes=" ".join(args.set)).to_csv(out, index=False)
+    df.assign(space=Path(args.space).name, changes=" ".join(args.set),
+              ray="joined a running instance" if args.address else "own local instance").to_csv(out, index=False)
     print(f"written {out}")
 
 
