@@ -98,8 +98,9 @@ def test_train_prints_progress_lines_in_a_log(tmp_path):
 
 
 def _entry(tmp_path, argv, before=""):
-    """Run the console script's entry point in a fresh process, with ``before`` run first."""
-    script = (f"import sys\n{before}\nfrom hvsearch import cli\nsys.argv = ['hvsearch', *{argv!r}]\n"
+    """Run the console script's entry point in a fresh process, with ``before`` run after
+    ``from hvsearch import cli``."""
+    script = (f"import sys\nfrom hvsearch import cli\n{before}\nsys.argv = ['hvsearch', *{argv!r}]\n"
               "cli.entry()\n")
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
@@ -120,8 +121,14 @@ def test_the_console_exit_skips_finalisation_but_loses_nothing(tmp_path):
 
 def test_the_console_exit_waits_for_a_thread_still_working(tmp_path):
     done = tmp_path / "thread-done"
+    # the thread starts as the command returns, so it is still working when entry() looks
     worker = ("import threading, time\n"
-              f"threading.Thread(target=lambda: (time.sleep(1.0), open({str(done)!r}, 'w').write('yes'))).start()")
+              "command = cli.main\n"
+              "def main_then_thread(argv=None):\n"
+              "    code = command(argv)\n"
+              f"    threading.Thread(target=lambda: (time.sleep(1.0), open({str(done)!r}, 'w').write('yes'))).start()\n"
+              "    return code\n"
+              "cli.main = main_then_thread")
     r = _entry(tmp_path, ["show", "cmt_ti", "--format", "json"], worker)
     assert r.returncode == 0, r.stderr
     assert done.read_text() == "yes"

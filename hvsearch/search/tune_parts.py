@@ -1,5 +1,5 @@
 """The parts of a search that are Ray Tune classes: the ASHA scheduler that records what it
-stopped, and the progress callback.
+stopped, and the progress callback (with its counts line, which the runner's closing line uses too).
 
 Kept out of :mod:`hvsearch.search.runner` so that importing the runner does not import Ray Tune
 (about a second): a run imports this module while its local Ray instance starts, and a study
@@ -29,7 +29,6 @@ class TellingASHA(ASHAScheduler):
         if decision == TrialScheduler.STOP:
             self.stopped.add(trial.trial_id)
         return decision
-
 
 
 def counts_line(counts, running: int | None = None) -> str:
