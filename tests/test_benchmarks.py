@@ -88,3 +88,15 @@ def test_search_overhead_edits_a_copy_of_the_space(tmp_path):
     from hvsearch.space import load_space
 
     assert load_space(edited).train.fraction == 0.3
+
+
+def test_cost_count_time_runs_the_three_counters_and_checks_they_agree(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cost_count_time.py"), "--seeds", "convmlp_s",
+                           "--spaces", str(ROOT / "spaces" / "tiny.yaml"), "--samples", "1", "--repeats", "1",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    df = pd.read_csv(tmp_path / "cost_count_time.csv")
+    assert len(df) == 3 and df.model.iloc[0] == "convmlp_s" and df.model.iloc[2].startswith("tiny:")
+    assert df.equal.all()
+    assert ((df.fvcore_s > 0) & (df.shapes_s > 0) & (df.analytic_s > 0)).all()
+    assert list(df.analytic_speedup) == pytest.approx(list(df.fvcore_s / df.analytic_s), rel=0.01)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from hvsearch.arch.components import (
     Component,
     StageContext,
+    hidden_width,
     register_component,
     require,
     require_hidden,
@@ -39,6 +40,11 @@ class ConvStemConfig(Component):
     def out_size(self, size: int) -> int:
         return (size + 2 * self.padding - self.kernel) // self.stride + 1
 
+    def cost(self, t, in_chans, size):
+        size = t.conv(in_chans, self.width, self.kernel, size, self.stride, self.padding, bias=self.bias)
+        t.norm(self.norm, self.width, size[0] * size[1])
+        return size
+
 
 @register_component("stem")
 @dataclass(frozen=True)
@@ -57,6 +63,11 @@ class PatchStemConfig(Component):
     def out_size(self, size: int) -> int:
         return size // self.stride
 
+    def cost(self, t, in_chans, size):
+        size = t.conv(in_chans, self.width, self.stride, size, self.stride, 0)
+        t.norm(self.norm, self.width, size[0] * size[1])
+        return size
+
 
 @register_component("downsample")
 @dataclass(frozen=True)
@@ -69,6 +80,9 @@ class NoDownsampleConfig(Component):
         require(ctx.in_dim == ctx.dim, path,
                 f"`none` keeps the {ctx.in_dim} incoming channels, so the stage width must be "
                 f"{ctx.in_dim}; use a downsample that projects, stage width", ctx.dim)
+
+    def cost(self, t, in_dim, out_dim, size):
+        return size
 
 
 @register_component("downsample")
@@ -85,6 +99,11 @@ class PatchDownsampleConfig(Component):
 
     def out_size(self, size: int) -> int:
         return size // self.stride
+
+    def cost(self, t, in_dim, out_dim, size):
+        size = t.conv(in_dim, out_dim, self.stride, size, self.stride, 0)
+        t.norm(self.norm, out_dim, size[0] * size[1])
+        return size
 
 
 @register_component("downsample")
@@ -104,6 +123,11 @@ class ConvDownsampleConfig(Component):
     def out_size(self, size: int) -> int:
         return (size - 1) // 2 + 1
 
+    def cost(self, t, in_dim, out_dim, size):
+        size = t.conv(in_dim, out_dim, 3, size, 2, 1, bias=self.bias)
+        t.norm(self.norm, out_dim, size[0] * size[1])
+        return size
+
 
 @register_component("ffn")
 @dataclass(frozen=True)
@@ -117,6 +141,11 @@ class MlpFFNConfig(Component):
     def check(self, ctx, path):
         require_hidden(self.ratio, ctx.dim, f"{path}.ratio")
 
+    def cost(self, t, dim, ctx, size):
+        hidden, n = hidden_width(dim, self.ratio), size[0] * size[1]
+        t.linear(n, dim, hidden, self.bias)
+        t.linear(n, hidden, dim, self.bias)
+
 
 @register_component("ffn")
 @dataclass(frozen=True)
@@ -124,6 +153,9 @@ class NoFFNConfig(Component):
     """No channel sub-layer (the block is its mixer alone)."""
 
     type = "none"
+
+    def cost(self, t, dim, ctx, size):
+        pass
 
 
 @register_component("head")
@@ -138,3 +170,8 @@ class NormPoolHeadConfig(Component):
     def check(self, ctx, path):
         require_norm(self.norm, f"{path}.norm")
         require(0.0 <= self.dropout < 1.0, f"{path}.dropout", "must be in [0, 1)", self.dropout)
+
+    def cost(self, t, in_dim, num_classes, size):
+        t.norm(self.norm, in_dim, size[0] * size[1])
+        if num_classes > 0:
+            t.linear(1, in_dim, num_classes)

@@ -64,6 +64,20 @@ class Component:
     default_layer_scale: ClassVar[float] = 0.0
     # Stride (down-sampling factor) of a stem or downsample part.
     stride: ClassVar[int] = 1
+    # A mixer whose module owns the block's residual (and its own norms); its module class says
+    # the same (MixerModule.owns_residual; the test-suite checks that they agree).
+    owns_residual: ClassVar[bool] = False
+
+    # Analytic cost (hvsearch.cost.analytic): a part adds its module's layers to a Tally, with the
+    # feature size ``size`` (h, w) at the counting resolution, by kind:
+    #   stem        cost(t, in_chans, size) -> size after it
+    #   downsample  cost(t, in_dim, out_dim, size) -> size after it
+    #   mixer       cost(t, dim, ctx, size, norm) (``norm``: the stage's; a mixer that owns its
+    #               residual counts its own norms) and optionally shared_cost(t, dim, ctx), the
+    #               module its stage shares between blocks (``ctx``: build sizes)
+    #   ffn         cost(t, dim, ctx, size)
+    #   head        cost(t, in_dim, num_classes, size)
+    # A part without ``cost`` is counted on its built model instead (hvsearch.cost.count_spec).
 
     def __post_init__(self) -> None:
         # `ratio=8` and `ratio=8.0` are the same architecture: store floats as floats so that

@@ -1,9 +1,12 @@
-"""Params and FLOPs under the papers' convention, counted from shapes or by fvcore.
+"""Params and FLOPs under the papers' convention, counted on a model from shapes or by fvcore.
 
-Two counters give the same numbers: ``shapes`` (the default, :mod:`hvsearch.cost.shapes`) counts
-each call's multiply-adds from its shapes during one eager pass on a model whose weights were never
-drawn (milliseconds); ``fvcore`` traces the model with fvcore, the reference the test-suite holds
-the first to on every seed and on sampled architectures of every space.
+Three counters give the same numbers: ``analytic`` (:mod:`hvsearch.cost.analytic`) adds up each
+part's layers from the spec alone (no torch, under a millisecond; what
+:func:`hvsearch.cost.count_spec` uses where every part has a formula); on a model, ``shapes`` (the
+default of :func:`count`, :mod:`hvsearch.cost.shapes`) counts each call's multiply-adds from its
+shapes during one eager pass on a model whose weights were never drawn (milliseconds); ``fvcore``
+traces the model with fvcore, the reference the test-suite holds the other two to on every seed
+and on sampled architectures of every space.
 
 Convention (the one CMT, Hire-MLP, TransXNet and ConvMLP report, and fvcore implements):
 
@@ -24,16 +27,19 @@ Convention (the one CMT, Hire-MLP, TransXNet and ConvMLP report, and fvcore impl
 """
 from __future__ import annotations
 
-import functools
 import warnings
-from dataclasses import dataclass, field
 from math import prod
 from typing import Any
 
-import torch
-from torch import nn
+from hvsearch._compat import patch_torchvision
 
-from hvsearch.errors import UncountedOpError
+patch_torchvision()
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from hvsearch.cost.analytic import Cost  # noqa: E402
+from hvsearch.errors import UncountedOpError  # noqa: E402
 
 # Ops that cost no multiply-adds under the convention above (fvcore reports them as unsupported).
 FREE_OPS = frozenset({
@@ -77,26 +83,6 @@ def _conv_mode_flop(inputs: list[Any], outputs: list[Any]) -> int:
 
 
 EXTRA_HANDLES = {"aten::scaled_dot_product_attention": _sdpa_flop, "aten::_convolution_mode": _conv_mode_flop}
-
-
-@dataclass
-class Cost:
-    """Params (exact) and FLOPs (GMACs) of a model at ``resolution``, with a per-stage breakdown."""
-
-    params: int
-    flops: int
-    resolution: tuple[int, int]
-    by_stage: dict[str, int] = field(default_factory=dict)
-    params_by_stage: dict[str, int] = field(default_factory=dict)
-    free_ops: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def params_m(self) -> float:
-        return self.params / 1e6
-
-    @property
-    def gflops(self) -> float:
-        return self.flops / 1e9
 
 
 def _analysis(model: nn.Module, inputs: torch.Tensor):
@@ -172,25 +158,3 @@ def count(model: nn.Module, resolution: int | tuple[int, int], in_chans: int = 3
     params = sum(q.numel() for q in model.parameters())
     return Cost(params=params, flops=int(total), resolution=(h, w), by_stage=by_stage,
                 params_by_stage=params_by_stage, free_ops=unsupported)
-
-
-def count_spec(spec, resolution: int | tuple[int, int] | None = None, strict: bool = True,
-               counter: str = "shapes") -> Cost:
-    """Build ``spec`` and count it at ``resolution`` (default: its build resolution).
-
-    A spec is a frozen description, so its cost is memoised per (spec, resolution): the catalog,
-    scaling tables and space checks count each architecture once per process. The returned
-    :class:`Cost` is shared: do not mutate it."""
-    res = spec.resolution if resolution is None else resolution
-    return _count_spec(spec, res if isinstance(res, int) else tuple(res), strict, counter)
-
-
-@functools.lru_cache(maxsize=512)
-def _count_spec(spec, resolution, strict: bool, counter: str) -> Cost:
-    from hvsearch.cost.shapes import build_for_counting
-    from hvsearch.models import build_model
-
-    # Weights are not drawn (zeros): counting needs shapes, and drawing them is most of the time
-    # of building a large model. fvcore, the reference, gets a model built as usual.
-    model = build_for_counting(lambda: build_model(spec)) if counter == "shapes" else build_model(spec)
-    return count(model, resolution, spec.in_chans, strict=strict, counter=counter)

@@ -69,6 +69,11 @@ def ray_env(local: bool = True) -> None:
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     # The progress lines below replace Tune's console output (verbose=0 silences the legacy one).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune's default result loggers: the search adds the CSV and JSON ones itself (each trial's
+    # progress.csv and result.json under studies/<study>/tune/) and leaves out TensorBoard's,
+    # whose tensorboardX imports torch into the driver (1.6 s of a search's start on 2 cores).
+    # "0" brings the TensorBoard logs back.
+    os.environ.setdefault(TUNE_AUTO_LOGGERS_ENV, "1")
     if not local:
         # an earlier local run in this process must not hand its settings to a cluster join
         for key in _SET_FOR_LOCAL:
@@ -94,6 +99,7 @@ _SET_FOR_LOCAL: set[str] = set()  # the variables ray_env set for a local instan
 
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+TUNE_AUTO_LOGGERS_ENV = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
 
 
 def _private_dir(path: Path) -> Path:
@@ -244,7 +250,9 @@ def _refresh_ray_settings() -> None:
 
 def stop_ray(started: bool, owner: Path | None = None) -> None:
     """Shut down the Ray instance :func:`init_ray` started (``started``), and forget its
-    processes."""
+    processes. (In the calling thread: shutting Ray down in another while this one goes on was
+    tried, and Ray's core worker ends the process when a Ray object is released during the
+    shutdown.)"""
     if not started:
         return
     import ray
@@ -350,20 +358,30 @@ def _name(p) -> str:
         return "?"
 
 
-def _import_search() -> None:
-    """Import what the driver needs once Ray is up: Ray Tune, the searcher, the trainable and
-    the model code (torch, timm): ~5.5 s of imports on an idle 2-core machine, run while Ray's
-    processes start."""
-    import torch
+def _import_search(space: Space) -> None:
+    """Import what the driver needs once Ray is up: Ray Tune, the searcher and the trainable
+    (~2 s on an idle 2-core machine), run while Ray's processes start. The driver counts costs
+    from the spec (:mod:`hvsearch.cost.analytic`), so torch and the models (~4 s more, CPU-bound)
+    are imported only for a space that measures latency or pre-screens with a zero-cost score in
+    the driver."""
     import ray.tune  # noqa: F401
 
     import hvsearch.cost  # noqa: F401
-    import hvsearch.models  # noqa: F401
     import hvsearch.search.searcher  # noqa: F401
     import hvsearch.search.trainable  # noqa: F401
     import hvsearch.search.tune_parts  # noqa: F401
 
-    torch.set_num_threads(1)  # the driver only counts costs; the cores belong to the trials
+    if space.latency is not None or space.search.prescreen:
+        import hvsearch.models  # noqa: F401
+
+        _driver_threads()
+
+
+def _driver_threads() -> None:
+    """One torch thread in the driver, once it has torch: the cores belong to the trials."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 def _cost_fn(space: Space):
@@ -371,7 +389,10 @@ def _cost_fn(space: Space):
         from hvsearch.cost import count_spec
 
         res = space.constraints.resolution or spec.resolution
+        # from the spec; a part without a formula (another package's family) is counted on its
+        # model, which imports torch here
         c = count_spec(spec, resolution=res)
+        _driver_threads()
         return c.params, c.flops, res
 
     return cost
@@ -481,9 +502,9 @@ def best_line(trial, results_dir: Path | None) -> str:
 
 def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, address: str | None,
          num_cpus: int | None, study_dir: Path, say) -> RunSummary:
-    # Import Ray Tune and the model code (torch, timm: seconds) while Ray starts (mostly waiting
-    # on its processes); the first draw needs the models to count costs.
-    warm = threading.Thread(target=_import_search, name="hvsearch-import", daemon=True)
+    # Import Ray Tune and the searcher (seconds) while Ray starts (mostly waiting on its
+    # processes).
+    warm = threading.Thread(target=_import_search, args=(space,), name="hvsearch-import", daemon=True)
     warm.start()
     try:
         started = init_ray(address, num_cpus, owner=study_dir)
@@ -491,6 +512,7 @@ def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, ad
         warm.join()
     import ray
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.search import ConcurrencyLimiter
 
     from hvsearch.search.searcher import StudySearcher
@@ -539,7 +561,8 @@ def _fit(space: Space, opened: st.Opened, sampler, name: str, remaining: int, ad
                 trial_name_creator=_trial_name(searcher), trial_dirname_creator=_trial_name(searcher)),
             run_config=tune.RunConfig(
                 name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(study_dir / "tune"),
-                verbose=0, callbacks=[progress], failure_config=tune.FailureConfig(max_failures=0)),
+                verbose=0, callbacks=[progress, CSVLoggerCallback(), JsonLoggerCallback()],
+                failure_config=tune.FailureConfig(max_failures=0)),
         )
         # Tune installs its own SIGINT/SIGUSR1 handlers and restores them only when a signal
         # arrives: put ours back, so that Ctrl-C between two searches of one command

@@ -43,7 +43,7 @@ from hvsearch.search import study as st
 from hvsearch.search.failures import NOT_STARTED, error_reason
 from hvsearch.search.prescreen import PrescreenMixin
 from hvsearch.space import Space
-from hvsearch.train.proxy import METRIC_KEYS  # a trial's history holds what proxy training reports
+from hvsearch.train.config import METRIC_KEYS  # a trial's history holds what proxy training reports
 
 MAX_REJECTS_IN_A_ROW = 200
 #: rejected draws in a row after which the next ones are drawn at random (until one is admitted).

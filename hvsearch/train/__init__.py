@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import importlib
 
-from hvsearch.train.config import DataConfig, TrainConfig
+from hvsearch.train.config import METRIC_KEYS, DataConfig, TrainConfig
 
 _LAZY = {
     "DataSplits": "hvsearch.train.data",
     "load_data": "hvsearch.train.data",
     "make_loaders": "hvsearch.train.data",
     "pixel_linear_probe": "hvsearch.train.probe",
-    "METRIC_KEYS": "hvsearch.train.proxy",
     "TrainResult": "hvsearch.train.proxy",
     "train_proxy": "hvsearch.train.proxy",
 }
 
-__all__ = ["DataConfig", "TrainConfig", *_LAZY]
+__all__ = ["DataConfig", "METRIC_KEYS", "TrainConfig", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -35,6 +35,8 @@ IDX_DATASETS = ("fashion_mnist", "mnist", "kmnist")
 DATASETS = ("synthetic", "cifar10", "cifar100", "imagefolder", *IDX_DATASETS)
 DEVICES = ("auto", "cpu", "cuda")
 RESOLUTION_MULTIPLE = TOTAL_STRIDE  # every stage map of every backbone an integer size
+#: What proxy training reports after every epoch (hvsearch.train.proxy), and a study's curves hold.
+METRIC_KEYS = ("epoch", "train_loss", "val_top1", "val_top5", "images_per_s", "wall_time")
 
 
 @dataclass(frozen=True)

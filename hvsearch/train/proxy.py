@@ -43,10 +43,8 @@ from hvsearch.arch import ModelSpec  # noqa: E402
 from hvsearch.errors import TrainingError  # noqa: E402
 from hvsearch.models import build_model  # noqa: E402
 from hvsearch.train.augment import EvalTransform, TrainTransform  # noqa: E402
-from hvsearch.train.config import DataConfig, TrainConfig  # noqa: E402
+from hvsearch.train.config import METRIC_KEYS, DataConfig, TrainConfig  # noqa: E402,F401  (METRIC_KEYS: re-exported)
 from hvsearch.train.data import derive_seed, iterate, load_data, make_loaders  # noqa: E402
-
-METRIC_KEYS = ("epoch", "train_loss", "val_top1", "val_top5", "images_per_s", "wall_time")
 CHECKPOINT_NAME = "checkpoint.pt"
 #: The running training loss is checked for NaN/inf every this many steps: one host sync each,
 #: instead of one per step, which would stall a GPU's queue.

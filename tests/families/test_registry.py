@@ -64,6 +64,8 @@ def test_every_config_has_its_module_under_one_name(kind):
         assert config().family == families.family_of(config.__module__)
         if kind == "mixer":
             assert issubclass(module, MixerModule)
+            # the analytic count reads it from the config, the backbone from the module
+            assert config.owns_residual == module.owns_residual, type_name
             assert config().family != families.COMMON  # a mixer is what makes a family
         if kind == "head":
             assert issubclass(module, HeadModule)
@@ -82,7 +84,9 @@ def test_every_mixer_trains_counts_and_scores(mixer_type):
     assert mixer_params and all(p.grad is not None and torch.isfinite(p.grad).all() for p in mixer_params)
     assert any(p.grad.abs().sum() > 0 for p in mixer_params)
 
-    cost = count_spec(spec)  # strict: an op fvcore does not count fails here
+    cost = count_spec(spec)  # from the spec where its parts have formulas, else on the model
+    reference = count_spec(spec, counter="fvcore")  # strict: an op fvcore does not count fails here
+    assert (cost.params, cost.flops, cost.by_stage) == (reference.params, reference.flops, reference.by_stage)
     assert cost.params == sum(p.numel() for p in model.parameters())
     assert cost.flops > cost.params  # every weight is used at least once per pixel of a 32-px map
 

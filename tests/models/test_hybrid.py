@@ -26,8 +26,9 @@ FOUR_FAMILIES = {
 def test_four_families_in_one_model_train_and_are_counted(fit_batch):
     spec = ModelSpec.from_dict(FOUR_FAMILIES)
     assert spec.families == ("hire", "container", "transxnet", "cmt")
-    cost = count_spec(spec)
-    assert set(cost.free_ops) <= FREE_CALLS and all(cost.by_stage[f"stages.{i}"] > 0 for i in range(4))
+    cost, shapes = count_spec(spec), count_spec(spec, counter="shapes")  # from the spec; on the model, strictly
+    assert set(shapes.free_ops) <= FREE_CALLS and all(cost.by_stage[f"stages.{i}"] > 0 for i in range(4))
+    assert (cost.params, cost.flops, cost.by_stage) == (shapes.params, shapes.flops, shapes.by_stage)
 
     torch.manual_seed(0)
     model = build_model(spec)

@@ -169,3 +169,26 @@ def test_two_processes_creating_one_new_storage_at_once_both_succeed(tmp_path):
     import optuna
 
     assert sorted(s.study_name for s in optuna.get_all_study_summaries(url)) == [f"s{i}" for i in range(6)]
+
+
+def test_sqlite_studies_commit_to_a_write_ahead_log_and_other_readers_see_every_write(tmp_path):
+    import sqlite3
+
+    from hvsearch.search.study import open_storage
+
+    path = tmp_path / "s.db"
+    storage = open_storage(f"sqlite:///{path}")
+    with storage.engine.connect() as conn:  # every connection of the study's engine
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    study = optuna.create_study(study_name="w", storage=storage)
+    trial = study.ask()
+    trial.suggest_int("depth", 1, 4)
+    trial.set_user_attr("arch", "x")
+    study.tell(trial, 0.5)
+    # a reader outside the engine (optuna-dashboard, another run) sees the committed trial while
+    # the writer is open, and the mode stays with the file
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0] == 1
+    assert optuna.load_study(study_name="w", storage=f"sqlite:///{path}").trials[0].user_attrs == {"arch": "x"}

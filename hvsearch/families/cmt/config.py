@@ -7,7 +7,14 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from hvsearch.arch.components import Component, register_component, require, require_hidden, require_positive
+from hvsearch.arch.components import (
+    Component,
+    hidden_width,
+    register_component,
+    require,
+    require_hidden,
+    require_positive,
+)
 
 
 @register_component("stem")
@@ -24,6 +31,12 @@ class CMTStemConfig(Component):
 
     def out_size(self, size: int) -> int:
         return (size - 1) // 2 + 1
+
+    def cost(self, t, in_chans, size):
+        for i, cin in enumerate((in_chans, self.width, self.width)):
+            size = t.conv(cin, self.width, 3, size, 2 if i == 0 else 1, 1)
+            t.norm("batchnorm", self.width, size[0] * size[1])
+        return size
 
 
 @register_component("mixer")
@@ -56,6 +69,23 @@ class CMTAttentionConfig(Component):
     def width_multiple(self) -> int:
         return self.heads
 
+    def cost(self, t, dim, ctx, size, norm):
+        n = size[0] * size[1]
+        t.linear(n, dim, dim, self.qkv_bias)  # q
+        kv = size
+        if self.sr_ratio > 1:  # depthwise k×k stride-k reduction + BN
+            kv = t.conv(dim, dim, self.sr_ratio, size, self.sr_ratio, 0, groups=dim)
+            t.norm("batchnorm", dim, kv[0] * kv[1])
+        nk = kv[0] * kv[1]
+        t.linear(nk, dim, 2 * dim, self.qkv_bias)  # k, v
+        d = dim // self.heads
+        t.attention(self.heads, n, nk, d, d)
+        t.linear(n, dim, dim)  # proj
+
+    def shared_cost(self, t, dim, ctx):
+        if self.rel_pos_bias:  # heads × N_q × N_kv at the build size (resized at run time: free)
+            t.param(self.heads * ctx.height * ctx.width * (ctx.height // self.sr_ratio) * (ctx.width // self.sr_ratio))
+
     def fit(self, ctx):
         # the largest reduction ratio <= the current one that divides both feature sides
         g = math.gcd(ctx.height, ctx.width)
@@ -75,6 +105,15 @@ class IRFFNConfig(Component):
     def check(self, ctx, path):
         require_hidden(self.ratio, ctx.dim, f"{path}.ratio")
 
+    def cost(self, t, dim, ctx, size):
+        hidden, n = hidden_width(dim, self.ratio), size[0] * size[1]
+        t.linear(n, dim, hidden)
+        t.norm("batchnorm", hidden, n)
+        t.conv(hidden, hidden, 3, size, groups=hidden)
+        t.norm("batchnorm", hidden, n)
+        t.linear(n, hidden, dim)
+        t.norm("batchnorm", dim, n)
+
 
 @register_component("head")
 @dataclass(frozen=True)
@@ -88,3 +127,10 @@ class CMTHeadConfig(Component):
     def check(self, ctx, path):
         require_positive(self.features, f"{path}.features")
         require(0.0 <= self.dropout < 1.0, f"{path}.dropout", "must be in [0, 1)", self.dropout)
+
+    def cost(self, t, in_dim, num_classes, size):
+        n = size[0] * size[1]
+        t.linear(n, in_dim, self.features)  # the 1×1 conv
+        t.norm("batchnorm", self.features, n)
+        if num_classes > 0:
+            t.linear(1, self.features, num_classes)

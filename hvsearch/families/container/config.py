@@ -72,6 +72,26 @@ class ContainerMixerConfig(Component):
     def width_multiple(self) -> int:
         return self.heads if self.uses_heads else 1
 
+    def cost(self, t, dim, ctx, size, norm):
+        h, w = size
+        n = h * w
+        t.linear(n, dim, 3 * dim if self.dynamic else dim)  # proj_in
+        if self.static == "dwconv":
+            t.conv(dim, dim, self.kernel, size, groups=dim)
+        elif self.static == "mlp":
+            # one N×N table per head at the build size (resized at run time: free), applied as
+            # (heads, d, N) @ (N, N)
+            t.param(self.heads * (ctx.height * ctx.width) ** 2)
+            t.matmul(dim * n, n)
+        if self.dynamic:
+            s = self.kv_pool  # s×s average pooling of keys and values, partial windows kept
+            nk = -(-h // s) * -(-w // s)
+            d = dim // self.heads
+            t.attention(self.heads, n, nk, d, d)
+        if self.mixes:
+            t.param(1)  # the gate logit
+        t.linear(n, dim, dim)  # proj_out
+
     def fit(self, ctx: StageContext):
         pool = min(self.kv_pool, ctx.height, ctx.width)
         return self if pool == self.kv_pool else dataclasses.replace(self, kv_pool=pool)

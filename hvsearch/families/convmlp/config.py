@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hvsearch.arch.components import Component, register_component, require, require_hidden
+from hvsearch.arch.components import Component, hidden_width, register_component, require, require_hidden
 
 
 @register_component("stem")
@@ -33,6 +33,13 @@ class ConvMLPStemConfig(Component):
         # Both the stride-2 conv (k3 p1) and the max-pool (k3 s2 p1) map n to ceil(n / 2).
         return (((size - 1) // 2 + 1) - 1) // 2 + 1
 
+    def cost(self, t, in_chans, size):
+        half = self.width // 2
+        for cin, cout, stride in ((in_chans, half, 2), (half, half, 1), (half, self.width, 1)):
+            size = t.conv(cin, cout, 3, size, stride, bias=False)
+            t.norm("batchnorm", cout, size[0] * size[1])
+        return tuple((n - 1) // 2 + 1 for n in size)  # the 3×3 stride-2 max-pool (padding 1): free
+
 
 @register_component("mixer")
 @dataclass(frozen=True)
@@ -47,10 +54,20 @@ class ConvBottleneckConfig(Component):
 
     type = "conv_bottleneck"
     default_norm = "batchnorm"
+    owns_residual = True
     ratio: float = 2.0
 
     def check(self, ctx, path):
         require_hidden(self.ratio, ctx.dim, f"{path}.ratio")
+
+    def cost(self, t, dim, ctx, size, norm):
+        hidden, n = hidden_width(dim, self.ratio), size[0] * size[1]
+        t.linear(n, dim, hidden, bias=False)
+        t.norm("batchnorm", hidden, n)
+        t.conv(hidden, hidden, 3, size, bias=False)
+        t.norm("batchnorm", hidden, n)
+        t.linear(n, hidden, dim, bias=False)
+        t.norm("batchnorm", dim, n)
 
 
 @register_component("mixer")
@@ -64,7 +81,16 @@ class ConvMLPMixerConfig(Component):
     type = "convmlp"
     default_norm = "layernorm"
     default_norm_eps = 1e-5
+    owns_residual = True
     ratio: float = 2.0
 
     def check(self, ctx, path):
         require_hidden(self.ratio, ctx.dim, f"{path}.ratio")
+
+    def cost(self, t, dim, ctx, size, norm):
+        hidden, n = hidden_width(dim, self.ratio), size[0] * size[1]
+        t.norm(norm, dim, n)
+        t.linear(n, dim, hidden)
+        t.linear(n, hidden, dim)
+        t.norm(norm, dim, n)
+        t.conv(dim, dim, 3, size, groups=dim, bias=False)  # the depthwise connect

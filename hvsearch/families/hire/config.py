@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from hvsearch.arch.components import (
     Component,
     StageContext,
+    hidden_width,
     register_component,
     require,
     require_hidden,
@@ -58,6 +59,19 @@ class HireMixerConfig(Component):
     def shift(self, block: int) -> int:
         """Rows/columns block ``block`` of its stage rolls its map by before grouping regions."""
         return (block % self.step_stride) * self.step_dilation
+
+    def cost(self, t, dim, ctx, size, norm):
+        h, w = size
+        p, hidden = self.region, hidden_width(dim, self.hidden_ratio)
+        # each branch pads its axis up to a multiple of p and stacks p rows (columns) per region
+        for tokens in (-(-h // p) * w, h * -(-w // p)):
+            t.linear(tokens, dim * p, hidden, bias=False)
+            t.norm("batchnorm", hidden, tokens)
+            t.linear(tokens, hidden, dim * p)
+        t.linear(h * w, dim, dim)  # the channel branch
+        t.linear(1, dim, dim // 4)  # split-attention reweighting, on the pooled map
+        t.linear(1, dim // 4, 3 * dim)
+        t.linear(h * w, dim, dim)  # proj
 
     def max_shift(self, depth: int) -> int:
         """The largest shift any of a stage's ``depth`` blocks uses."""

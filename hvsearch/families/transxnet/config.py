@@ -22,6 +22,14 @@ from hvsearch.arch.components import (
 )
 
 MSFFN_KERNELS = (1, 3, 5, 7)
+
+
+def msffn_splits(hidden: int, n: int = len(MSFFN_KERNELS)) -> list[int]:
+    """The channels of MS-FFN's hidden map each of its ``n`` kernels gets (the first takes the
+    remainder)."""
+    return [hidden - (n - 1) * (hidden // n)] + [hidden // n] * (n - 1)
+
+
 # IDConv squeezes its C/2 input channels by this factor before predicting the kernel attention.
 IDCONV_REDUCTION = 4
 
@@ -69,6 +77,45 @@ class DMixerConfig(Component):
     def width_multiple(self) -> int:
         return 2 * self.heads  # even, and the OSRA half divisible by the heads
 
+    def cost(self, t, dim, ctx, size, norm):
+        half, n = dim // 2, size[0] * size[1]
+        # IDConv: G static K×K depthwise kernels (and biases) mixed per sample
+        g, k = self.groups, self.kernel
+        t.param(g * half * k * k + g * half)
+        if g > 1:  # the squeeze predicting the mix, on the K×K pooled map and the global mean
+            squeeze, cells = half // IDCONV_REDUCTION, k * k + 1
+            t.flops += half * n  # adaptive average pooling: 1 per input element
+            t.linear(cells, half, squeeze, bias=False)
+            t.norm("batchnorm", squeeze, cells)
+            t.linear(cells, squeeze, g * half)
+        t.conv(half, half, k, size, groups=half, weights=False)  # each sample's own kernels
+        # OSRA on the other half
+        t.linear(n, half, half)  # q
+        kv = size
+        if self.sr_ratio > 1:
+            kk = self.sr_ratio + 3
+            kv = t.conv(half, half, kk, size, self.sr_ratio, kk // 2, groups=half, bias=False)
+            t.norm("batchnorm", half, kv[0] * kv[1])
+            t.conv(half, half, 1, kv, groups=half, bias=False)
+            t.norm("batchnorm", half, kv[0] * kv[1])
+        t.conv(half, half, 3, kv, groups=half)  # local refinement
+        nk = kv[0] * kv[1]
+        t.linear(nk, half, 2 * half)  # k, v
+        d = half // self.heads
+        t.attention(self.heads, n, nk, d, d)
+        # squeezed token enhancer
+        inner = max(16, dim // 8)
+        t.conv(dim, dim, 3, size, groups=dim)
+        t.norm("batchnorm", dim, n)
+        t.linear(n, dim, inner)
+        t.norm("batchnorm", inner, n)
+        t.linear(n, inner, dim)
+        t.norm("batchnorm", dim, n)
+
+    def shared_cost(self, t, dim, ctx):
+        if self.rel_pos:  # heads × N_q × N_kv at the build size (resized at run time: free)
+            t.param(self.heads * ctx.height * ctx.width * self.kv_size(ctx.height) * self.kv_size(ctx.width))
+
     def fit(self, ctx: StageContext):
         sr = min(self.sr_ratio, ctx.height, ctx.width)
         return self if sr == self.sr_ratio else dataclasses.replace(self, sr_ratio=sr)
@@ -106,6 +153,16 @@ class MSFFNConfig(Component):
 
     def hidden(self, dim: int) -> int:
         return hidden_width(dim, self.ratio)
+
+    def cost(self, t, dim, ctx, size):
+        hidden, n = self.hidden(dim), size[0] * size[1]
+        t.linear(n, dim, hidden, bias=False)
+        t.norm("batchnorm", hidden, n)
+        for c, k in zip(msffn_splits(hidden), MSFFN_KERNELS):
+            t.conv(c, c, k, size, groups=c)
+        t.norm("batchnorm", hidden, n)
+        t.linear(n, hidden, dim, bias=False)
+        t.norm("batchnorm", dim, n)
 
     def check(self, ctx, path):
         require_positive(self.ratio, f"{path}.ratio")

@@ -12,7 +12,13 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_module, trunc_normal_
 from torch import nn
 
-from hvsearch.families.transxnet.config import IDCONV_REDUCTION, MSFFN_KERNELS, DMixerConfig, MSFFNConfig
+from hvsearch.families.transxnet.config import (
+    IDCONV_REDUCTION,
+    MSFFN_KERNELS,
+    DMixerConfig,
+    MSFFNConfig,
+    msffn_splits,
+)
 from hvsearch.layers.base import MixerModule
 from hvsearch.layers.common import init_weights
 from hvsearch.layers.registry import register_module
@@ -179,8 +185,7 @@ class MultiScaleDWConv(nn.Module):
 
     def __init__(self, dim: int, kernels: tuple[int, ...] = MSFFN_KERNELS):
         super().__init__()
-        n = len(kernels)
-        self.splits = [dim - (n - 1) * (dim // n)] + [dim // n] * (n - 1)
+        self.splits = msffn_splits(dim, len(kernels))
         self.convs = nn.ModuleList(nn.Conv2d(c, c, k, 1, k // 2, groups=c) for c, k in zip(self.splits, kernels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
