@@ -9,7 +9,8 @@ them on such a machine still raises. Where the extension loads (CUDA torch, matc
 this does nothing.
 
 Must run before anything imports torchvision or timm, in every process (Ray workers included):
-``hvsearch.layers``, ``hvsearch.models``, ``hvsearch.cost`` and ``hvsearch.train`` call it on import.
+``hvsearch.layers``, ``hvsearch.models``, ``hvsearch.cost.flops`` and ``hvsearch.train`` call it on import
+(and ``import hvsearch`` installs a hook that calls it before torchvision is first imported).
 """
 from __future__ import annotations
 

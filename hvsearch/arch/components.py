@@ -78,6 +78,9 @@ class Component:
     #   ffn         cost(t, dim, ctx, size)
     #   head        cost(t, in_dim, num_classes, size)
     # A part without ``cost`` is counted on its built model instead (hvsearch.cost.count_spec).
+    # A part that has ``cost`` must count all its module's parameters and multiply-adds: a mixer
+    # whose module builds a stage-shared part needs ``shared_cost`` too, and ``owns_residual``
+    # must match the module's. The test-suite holds every registered part to fvcore.
 
     def __post_init__(self) -> None:
         # `ratio=8` and `ratio=8.0` are the same architecture: store floats as floats so that

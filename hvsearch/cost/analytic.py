@@ -13,8 +13,8 @@ those of :mod:`hvsearch.cost.flops`:
 * BatchNorm (eval, affine) 2 per element; LayerNorm and GroupNorm (affine) 5 per element;
   adaptive average pooling 1 per input element; everything else free.
 
-The search's driver counts every draw this way, so it never imports torch (seconds of a search's
-start on a small machine). A part whose config has no ``cost`` (a family from another package may
+The search's driver counts every draw this way, so it imports no torch (seconds of a search's
+start on a small machine) unless the space measures latency or pre-screens with a zero-cost score. A part whose config has no ``cost`` (a family from another package may
 bring none) raises :class:`NotCountable`, and :func:`hvsearch.cost.count_spec` then counts the
 built model instead. The test-suite holds this count to fvcore's on every seed and on sampled
 architectures of every space, at the build resolution and at another one.

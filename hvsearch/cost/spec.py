@@ -36,6 +36,7 @@ def count_spec(spec, resolution: int | tuple[int, int] | None = None, strict: bo
 
 @functools.lru_cache(maxsize=512)
 def _count_spec(spec, resolution, strict: bool, counter: str) -> Cost:
+    spec.validate()  # a spec that breaks a rule gets its SpecError, not numbers (as a built model)
     if counter in ("auto", "analytic"):
         try:
             return count_analytic(spec, resolution)

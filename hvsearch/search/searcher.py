@@ -68,7 +68,9 @@ class StudySearcher(PrescreenMixin, OptunaSearch):
         self._queue: list[tuple[str, dict]] = []  # (_ot_trials key, config) the pre-screen kept
         self._batch = None  # (resolution, (images, labels, classes)) the pre-screen scores on
         self.epochs = epochs
-        self.cost_fn = cost_fn  # spec -> (params, flops), raises on a model that cannot run
+        # spec -> (params, flops, resolution), counted from the spec (a part without a formula:
+        # on its model); raises on a spec that cannot be counted (a map too small for a layer)
+        self.cost_fn = cost_fn
         self.checkpoint_root = checkpoint_root
         self.deadline = deadline  # time.monotonic() after which no new trial starts
         self.opened = opened
@@ -189,9 +191,8 @@ class StudySearcher(PrescreenMixin, OptunaSearch):
                                 f"as trial {self._seen[arch_id]}")
         try:
             params, flops, res = self.cost_fn(spec)
-        except Exception as e:  # the model cannot be built or run: record it, keep searching
-            return self._reject(ot_trial, "invalid", f"building or running the model failed: "
-                                f"{type(e).__name__}: {e}")
+        except Exception as e:  # the cost cannot be counted: record why, keep searching
+            return self._reject(ot_trial, "invalid", f"counting its cost failed: {type(e).__name__}: {e}")
         ot_trial.set_user_attr(st.ATTR_PARAMS, params)
         ot_trial.set_user_attr(st.ATTR_FLOPS, flops)
         ot_trial.set_user_attr(st.ATTR_COST_RES, res)
