@@ -70,6 +70,11 @@ class UncountedOpError(HVSearchError):
     """fvcore met an op that may cost multiply-adds and that no handle counts."""
 
 
+class NotCountable(HVSearchError):
+    """A part of an architecture has no analytic cost (its config defines no ``cost``):
+    :func:`hvsearch.cost.count_spec` then counts the built model instead."""
+
+
 class ScoreError(HVSearchError, ValueError):
     """A zero-cost score cannot be computed: the message names what, the rule and the value."""
 

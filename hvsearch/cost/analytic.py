@@ -23,14 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hvsearch.errors import SpecError
+from hvsearch.errors import NotCountable, SpecError
 
 # fvcore's FLOPs per element of a norm in eval mode, with its affine (every norm here has one)
 NORM_FLOPS = {"batchnorm": 2, "layernorm": 5, "groupnorm": 5, "none": 0}
-
-
-class NotCountable(Exception):
-    """A part of the spec has no analytic cost (its config defines no ``cost``)."""
 
 
 @dataclass

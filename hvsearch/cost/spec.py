@@ -5,7 +5,7 @@
 * ``auto`` (default): :func:`~hvsearch.cost.analytic.count_analytic` (microseconds, no torch);
   a spec with a part that has no formula (a family from another package may bring none) is built
   and counted by ``shapes``;
-* ``analytic``: from the spec only (:class:`~hvsearch.cost.analytic.NotCountable` otherwise);
+* ``analytic``: from the spec only (:class:`~hvsearch.errors.NotCountable` otherwise);
 * ``shapes``, ``fvcore``: build the model and count it (:func:`hvsearch.cost.flops.count`).
 
 All give the same numbers (the test-suite holds them to fvcore's). Importing this module imports
