@@ -13,7 +13,9 @@ and reports ``overhead = wall - ideal`` (absolute and as a share of ``wall``) in
 time from the command's start to the first trial's start (imports, Ray start-up, the first draw),
 the overhead between the first trial's start and the last one's end (hand-overs, the driver's
 work, a slot idle while the last trial finishes) and the time after the last trial (Ray's shutdown,
-writing results, exiting); the times are those at which the run's progress lines arrive. Also the
+writing results, exiting); the times are those at which the run's progress lines arrive. A trial
+starts when Tune's worker for it is up; the worker then imports torch and the models, so
+``first_epoch`` (when the first epoch of any trial is reported) is also given. Also the
 driver's own time per trial (median and max of the trials' ``driver_time_s``: drawing,
 validating, counting, recording). ``ideal`` assumes the trials pack perfectly; ``same_order``
 is the makespan of a zero-overhead scheduler handing the same trials, in the same order, to the
@@ -69,8 +71,7 @@ def one_run(space_path: str, args, workdir: Path, index: int) -> dict:
         log = Path(args.log_dir) / f"{Path(space_path).stem}-run{index}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("".join(f"{at:7.2f} {text}\n" for at, text in lines))
-    starts = [at for at, text in lines if re.search(r"\] trial \d+ start", text)]
-    ends = [at for at, text in lines if re.search(r"\] trial \d+ (trained|pruned|failed) after", text)]
+    starts, ends, first_epoch = timeline(lines)
     study = st.load_study(name, st.storage_url(name, None, workdir / "studies", create=False))
     trials = [t for t in study.get_trials() if t.user_attrs.get(st.ATTR_STATUS) in st.TRAINED_STATUSES]
     train = sum(float(t.user_attrs.get(st.ATTR_TRAIN_TIME, 0.0)) for t in trials)
@@ -90,6 +91,7 @@ def one_run(space_path: str, args, workdir: Path, index: int) -> dict:
         "same_order_s": packed, "overhead_vs_same_order_s": wall - packed,
         "overhead_vs_same_order_%": 100 * (wall - packed) / wall,
         "first_trial_s": starts[0] if starts else None,
+        "first_epoch_s": first_epoch,
         # between the first start and the last end: hand-overs, the driver, a slot left idle at the end
         "middle_overhead_s": (ends[-1] - starts[0]) - ideal if starts and ends else None,
         "after_last_trial_s": wall - ends[-1] if ends else None,
@@ -97,6 +99,16 @@ def one_run(space_path: str, args, workdir: Path, index: int) -> dict:
         "driver_max_s": max(driver) if driver else None,
         "load_before": load_before, "load_after": os.getloadavg()[0],
     }
+
+
+def timeline(lines: list[tuple[float, str]]) -> tuple[list[float], list[float], float | None]:
+    """From a run's (arrival second, progress line) pairs: when trials started (Tune's worker up),
+    when they ended (trained, pruned or failed), and when the first epoch of any trial was reported
+    (its worker's imports, data, model and one epoch after its start)."""
+    starts = [at for at, text in lines if re.search(r"\] trial \d+ start", text)]
+    ends = [at for at, text in lines if re.search(r"\] trial \d+ (trained|pruned|failed) after", text)]
+    epochs = [at for at, text in lines if re.search(r"\] trial \d+ epoch 1/", text)]
+    return starts, ends, (epochs[0] if epochs else None)
 
 
 def _edited_space(path: str, changes: list[str], folder: Path) -> Path:

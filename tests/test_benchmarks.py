@@ -100,3 +100,20 @@ def test_cost_count_time_runs_the_three_counters_and_checks_they_agree(tmp_path)
     assert df.equal.all()
     assert ((df.fvcore_s > 0) & (df.shapes_s > 0) & (df.analytic_s > 0)).all()
     assert list(df.analytic_speedup) == pytest.approx(list(df.fvcore_s / df.analytic_s), rel=0.01)
+
+
+def test_search_overhead_reads_the_timeline_of_a_run_from_its_progress_lines():
+    import search_overhead
+
+    lines = [(0.9, "[     1s] study 'b' in sqlite:///x.db: 0 of 3 trials trained"),
+             (6.4, "[     6s] trial 1 start: convmlp/hire, 657K params, 3.46M FLOPs"),
+             (6.5, "[     6s] trial 0 start: hire/hire, 334K params, 3.92M FLOPs"),
+             (12.0, "[    12s] trial 1 epoch 1/2: val top-1 40.00%, loss 1.900  | 0 trained, 0 pruned, 2 running"),
+             (13.1, "[    13s] trial 0 epoch 1/2: val top-1 41.00%, loss 1.800  | 0 trained, 0 pruned, 2 running"),
+             (15.0, "[    15s] trial 1 pruned after epoch 1  | 0 trained, 1 pruned, 1 running"),
+             (15.2, "[    15s] trial 2 invalid, not trained: params 1.3M exceed constraints.max_params 1M"),
+             (19.9, "[    20s] trial 0 trained after epoch 2  | 1 trained, 1 pruned, 0 running"),
+             (21.0, "[    21s] done: 1 trained, 1 pruned, 1 invalid")]
+    starts, ends, first_epoch = search_overhead.timeline(lines)
+    assert starts == [6.4, 6.5] and ends == [15.0, 19.9] and first_epoch == 12.0
+    assert search_overhead.timeline(lines[:3]) == ([6.4, 6.5], [], None)
