@@ -117,3 +117,15 @@ def test_search_overhead_reads_the_timeline_of_a_run_from_its_progress_lines():
     starts, ends, first_epoch = search_overhead.timeline(lines)
     assert starts == [6.4, 6.5] and ends == [15.0, 19.9] and first_epoch == 12.0
     assert search_overhead.timeline(lines[:3]) == ([6.4, 6.5], [], None)
+
+
+def test_study_writes_times_both_sqlite_modes_on_real_storages(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study_writes.py"), "--folder", str(tmp_path),
+                           "--trials", "2", "--knobs", "3", "--attrs", "1", "--rounds", "2",
+                           "--out", str(tmp_path / "w.csv")], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    row = pd.read_csv(tmp_path / "w.csv").iloc[0]
+    assert row.writes_per_round == 2 * (3 + 1 + 1) and row.rounds == 2
+    assert row.default_ms > 0 and row.hvsearch_ms > 0
+    assert row.speedup == pytest.approx(row.default_ms / row.hvsearch_ms)
+    assert [p.name for p in tmp_path.iterdir() if p.name != "w.csv"] == []  # its study files are gone

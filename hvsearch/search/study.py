@@ -194,8 +194,8 @@ def _quick_commits(engine) -> None:
     engine: a commit appends to the log without waiting for the disk, and no crash corrupts the
     database (a crash of the machine or a power cut may lose the last commits, one of the process
     loses nothing). Optuna writes every drawn knob, result and attribute in a transaction of its own
-    (~40 per trial here): 1.2-1.7 ms each instead of 2.5-4.2 ms in SQLite's default rollback
-    mode, measured on this project's 2-core machine. The mode stays with the file (optuna-dashboard
+    (~40 per trial here): 0.87 ms each instead of 2.0 ms in SQLite's default rollback mode
+    (``benchmarks/study_writes.py``, this project's 2-core machine, idle). The mode stays with the file (optuna-dashboard
     and later runs open it in WAL mode too); the log and its index (``NAME.db-wal``,
     ``NAME.db-shm``) sit beside it while it is open. Like SQLite itself, WAL needs the processes
     that open the file on one machine: a study file on a network file system is opened from one

@@ -43,8 +43,9 @@ from hvsearch.arch import ModelSpec  # noqa: E402
 from hvsearch.errors import TrainingError  # noqa: E402
 from hvsearch.models import build_model  # noqa: E402
 from hvsearch.train.augment import EvalTransform, TrainTransform  # noqa: E402
-from hvsearch.train.config import METRIC_KEYS, DataConfig, TrainConfig  # noqa: E402,F401  (METRIC_KEYS: re-exported)
+from hvsearch.train.config import DataConfig, TrainConfig  # noqa: E402
 from hvsearch.train.data import derive_seed, iterate, load_data, make_loaders  # noqa: E402
+
 CHECKPOINT_NAME = "checkpoint.pt"
 #: The running training loss is checked for NaN/inf every this many steps: one host sync each,
 #: instead of one per step, which would stall a GPU's queue.
@@ -77,7 +78,7 @@ def train_proxy(spec: ModelSpec, train: TrainConfig, data: DataConfig,
     ``in_chans``), built at ``spec.resolution`` and trained and validated at
     ``train.resolution``; that spec is what the checkpoint and :attr:`TrainResult.arch_id` name.
 
-    ``metrics`` has exactly :data:`METRIC_KEYS`: ``epoch`` (1-based), ``train_loss`` (mean over
+    ``metrics`` has exactly :data:`hvsearch.train.config.METRIC_KEYS`: ``epoch`` (1-based), ``train_loss`` (mean over
     the epoch), ``val_top1`` / ``val_top5`` (percent), ``images_per_s`` (training throughput,
     augmentation included) and ``wall_time`` (seconds since the run started, carried over a
     resume). With ``checkpoint_dir``, model, optimizer, epoch and history are saved there after

@@ -20,8 +20,8 @@ import yaml
 
 from hvsearch.arch import ModelSpec
 from hvsearch.errors import SpecError
-from hvsearch.train.config import DataConfig, TrainConfig
-from hvsearch.train.proxy import CHECKPOINT_NAME, METRIC_KEYS, TrainResult, train_proxy
+from hvsearch.train.config import METRIC_KEYS, DataConfig, TrainConfig
+from hvsearch.train.proxy import CHECKPOINT_NAME, TrainResult, train_proxy
 from hvsearch.train.sources import data_shape
 
 RESULTS = Path("results") / "train"

@@ -77,6 +77,11 @@ class DMixerConfig(Component):
     def width_multiple(self) -> int:
         return 2 * self.heads  # even, and the OSRA half divisible by the heads
 
+    @staticmethod
+    def ste_width(dim: int) -> int:
+        """The squeezed token enhancer's inner width at stage width ``dim``."""
+        return max(16, dim // 8)
+
     def cost(self, t, dim, ctx, size, norm):
         half, n = dim // 2, size[0] * size[1]
         # IDConv: G static K×K depthwise kernels (and biases) mixed per sample
@@ -104,7 +109,7 @@ class DMixerConfig(Component):
         d = half // self.heads
         t.attention(self.heads, n, nk, d, d)
         # squeezed token enhancer
-        inner = max(16, dim // 8)
+        inner = self.ste_width(dim)
         t.conv(dim, dim, 3, size, groups=dim)
         t.norm("batchnorm", dim, n)
         t.linear(n, dim, inner)

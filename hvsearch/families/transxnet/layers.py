@@ -151,7 +151,7 @@ class DMixer(MixerModule):
     def __init__(self, cfg: DMixerConfig, dim: int, ctx, shared: RelPosEncoding | None):
         super().__init__()
         half = dim // 2
-        inner = max(16, dim // 8)
+        inner = cfg.ste_width(dim)
         self.local = IDConv(half, cfg.kernel, cfg.groups)
         self.glob = OSRA(half, cfg.heads, cfg.sr_ratio, shared)
         self.ste = nn.Sequential(
