@@ -47,7 +47,10 @@ def _listeners(procs) -> dict[tuple[str, int], str]:
 
 
 def _slow_trials(d):
-    d["train"]["max_steps_per_epoch"] = 40  # long enough trials to act on one mid-run
+    # long enough trials to act on one mid-run: ~1 s per epoch (40 steps of 32 images, 500 to
+    # validate); the tiny space's own 6 steps on 180 images take a fraction of a second
+    d["data"]["size"] = 2000
+    d["train"]["max_steps_per_epoch"] = 40
 
 
 def _start_until(folder, env, args, marker, merge_stderr=True):
