@@ -56,6 +56,26 @@ def test_validation_is_held_out_of_train_when_val_split_is_set(tmp_path):
     assert splits.hflip == 0.0 and splits.classes == tuple("0123456789")
 
 
+def test_a_process_reads_the_files_once_and_again_when_they_are_replaced(tmp_path, monkeypatch):
+    # a Ray worker re-used from trial to trial loads the same set at every trial
+    reads = []
+    real = idx.read_split
+    monkeypatch.setattr(idx, "read_split", lambda *files: reads.append(files) or real(*files))
+    write_idx(tmp_path, n_train=20, n_test=10)
+    cfg = DataConfig(name="fashion_mnist", root=str(tmp_path), val_split=0.0)
+    first, again = load_data(cfg, 32), load_data(cfg, 32, fraction=0.5)
+    assert len(reads) == 2  # the training and the test split, once
+    assert again.train.images.data_ptr() == first.train.images.data_ptr()  # the same arrays
+    assert (len(first.train), len(again.train)) == (20, 10)  # the subset is still drawn per call
+    # new files put in place (a new download): read again, the new pixels
+    new = write_idx(tmp_path / "new", n_train=20, n_test=10, seed=1)
+    for f in (tmp_path / "new").iterdir():
+        f.replace(tmp_path / f.name)
+    replaced = load_data(cfg, 32)
+    assert len(reads) == 4
+    np.testing.assert_array_equal(replaced.train.images[:, 0, 2:30, 2:30].numpy(), new["train-images-idx3-ubyte"])
+
+
 def test_torchvision_layout_is_read(tmp_path):
     write_idx(tmp_path / "KMNIST" / "raw", n_train=20, n_test=10, gz=False)
     cfg = DataConfig(name="kmnist", root=str(tmp_path), val_split=0.0)
