@@ -13,7 +13,6 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 
 from hvsearch.cli import main
