@@ -36,10 +36,14 @@ def test_other_processes_on_the_cores_flag_a_measurement_busy():
     # a process spinning on every core while a 2-thread measurement runs
     from hvsearch.latency import cpus
 
-    code = "import time\nt = time.time() + 60\nwhile time.time() < t: pass"
-    spinners = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(cpus())]
+    code = "import time\nprint('spinning', flush=True)\nt = time.time() + 60\nwhile time.time() < t: pass"
+    spinners = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+                for _ in range(cpus())]
     try:
-        m = measure(tiny_spec(), threads=2, repeats=30, warmup=2)
+        for p in spinners:  # each is spinning before the measurement starts
+            assert p.stdout.readline().strip() == "spinning"
+        # long enough to span many of /proc/stat's 10-ms ticks on a fast machine
+        m = measure(tiny_spec(), threads=2, repeats=200, warmup=2)
     finally:
         for p in spinners:
             p.kill()

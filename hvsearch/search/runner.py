@@ -74,6 +74,12 @@ def ray_env(local: bool = True) -> None:
     # whose tensorboardX imports torch into the driver (1.6 s of a search's start on 2 cores).
     # "0" brings the TensorBoard logs back.
     os.environ.setdefault(TUNE_AUTO_LOGGERS_ENV, "1")
+    # Tune hands a finished trial's worker to the next trial after giving the old training
+    # thread this long to end (Tune's default: 2 s); on a loaded machine the thread can take
+    # longer, and Tune then ends the new trial unstarted (the search re-queues it, and the next
+    # try pays for a new worker). The thread normally ends in well under a second: waiting up
+    # to 30 s costs nothing then.
+    os.environ.setdefault(TUNE_THREAD_TIMEOUT_ENV, "30")
     if not local:
         # an earlier local run in this process must not hand its settings to a cluster join
         for key in _SET_FOR_LOCAL:
@@ -100,6 +106,10 @@ _SET_FOR_LOCAL: set[str] = set()  # the variables ray_env set for a local instan
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 TUNE_AUTO_LOGGERS_ENV = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
+TUNE_THREAD_TIMEOUT_ENV = "TUNE_FUNCTION_THREAD_TIMEOUT_S"
+#: The driver's variables a trial's worker needs too: a local instance's workers inherit the
+#: driver's environment, a cluster's get them through the job's runtime environment.
+WORKER_ENV = ("HVSEARCH_CACHE", TUNE_THREAD_TIMEOUT_ENV)
 
 
 def _private_dir(path: Path) -> Path:
@@ -180,6 +190,12 @@ _LOCAL_RAY_CONFIG = {"prestart_worker_first_driver": False, "enable_worker_prest
 RAY_PROCESSES = "ray-processes.json"  # in a run's folder while its local Ray instance is up
 
 
+def worker_env() -> dict[str, str]:
+    """The environment variables of :data:`WORKER_ENV` that are set here, for the job's runtime
+    environment (after :func:`ray_env`)."""
+    return {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
+
+
 def init_ray(address: str | None, num_cpus: int | None, owner: Path | None = None) -> bool:
     """Start a local Ray (or join ``address``); False if Ray was already initialised by the
     caller, who then also owns its shutdown.
@@ -194,7 +210,7 @@ def init_ray(address: str | None, num_cpus: int | None, owner: Path | None = Non
     if ray.is_initialized():
         return False
     kw: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
-    env = {k: os.environ[k] for k in ("HVSEARCH_CACHE",) if k in os.environ}
+    env = worker_env()
     if env:
         kw["runtime_env"] = {"env_vars": env}
     _refresh_ray_settings()

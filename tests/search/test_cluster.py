@@ -15,6 +15,10 @@ def _one_cpu_trials(d):
                        objectives=["accuracy", "flops"])
     d["search"]["asha"]["reduction_factor"] = 4
     d["resources"] = {"cpus_per_trial": 1, "max_concurrent": 2}
+    # ~1 s epochs (the tiny space's own take a fraction of a second): the second node's worker
+    # is up before the first node's trial ends, so Tune cannot hand both trials to one worker
+    d["data"]["size"] = 2000
+    d["train"]["max_steps_per_epoch"] = 40
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ empty study."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import signal
 import subprocess
 import tempfile
@@ -83,7 +84,8 @@ def ray_tmp():
 def test_a_local_run_listens_on_loopback_only_with_token_auth(workdir, ray_tmp):
     folder, env = workdir
     env = {**env, "HVSEARCH_RAY_TMP": str(ray_tmp)}
-    for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
+    for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",
+              "TUNE_FUNCTION_THREAD_TIMEOUT_S"):
         env.pop(k, None)
     space = write_space(folder)
     proc = subprocess.Popen(hvsearch_cmd("run", str(space)), cwd=folder, env=env, stdout=subprocess.PIPE,
@@ -91,6 +93,7 @@ def test_a_local_run_listens_on_loopback_only_with_token_auth(workdir, ray_tmp):
     listening: dict[tuple[str, int], str] = {}
     auth: set[str] = set()
     names: set[str] = set()
+    thread_timeout: set[str] = set()
     while proc.poll() is None:  # look at every process of the run while it runs
         procs = _tree(proc.pid)
         listening.update(_listeners(procs))
@@ -99,6 +102,8 @@ def test_a_local_run_listens_on_loopback_only_with_token_auth(workdir, ray_tmp):
                 names.add(p.name())
                 if p.name() in ("gcs_server", "raylet"):
                     auth.add(p.environ().get("RAY_AUTH_MODE", "unset"))
+                if "ImplicitFunc" in p.name():  # a trial's worker
+                    thread_timeout.add(p.environ().get("TUNE_FUNCTION_THREAD_TIMEOUT_S", "unset"))
             except Exception:
                 pass
         time.sleep(0.2)
@@ -109,6 +114,7 @@ def test_a_local_run_listens_on_loopback_only_with_token_auth(workdir, ray_tmp):
     outside = {k: v for k, v in listening.items() if not _loopback(k[0])}
     assert not outside, f"listening beyond loopback: {outside}"
     assert auth == {"token"}, auth
+    assert thread_timeout == {"30"}, thread_timeout  # a re-used worker waits for the old trial's thread
     token = ray_tmp / "auth_token"
     assert token.stat().st_mode & 0o777 == 0o600
     assert len(token.read_text().strip()) == 64
@@ -122,11 +128,13 @@ def test_kill_9_of_the_driver_then_a_rerun_leaves_no_process_of_the_killed_run(w
     folder, env = workdir
     env = {**env, "HVSEARCH_RAY_TMP": str(ray_tmp)}
 
-    proc, seen = _start_until(folder, env, ["run"], " start: ")  # tiny.yaml's 4 trials
+    # a trial is training (its first epoch reported; two more to go, ~1 s each here)
+    proc, seen = _start_until(folder, env, ["run"], " epoch 1/3")  # tiny.yaml's 4 trials
     space = folder / "tiny.yaml"
     record = folder / "studies" / "tiny" / "ray-processes.json"
     assert record.exists(), "".join(seen)
-    time.sleep(1.0)
+    assert proc.poll() is None, "".join(seen)
+    recorded = {p["pid"] for p in json.loads(record.read_text())["processes"]}
     run_procs = _tree(proc.pid)[1:]
     assert run_procs
     proc.send_signal(signal.SIGKILL)
@@ -143,7 +151,10 @@ def test_kill_9_of_the_driver_then_a_rerun_leaves_no_process_of_the_killed_run(w
                 pass
         return left
 
-    orphans = alive(run_procs)
+    # Ray's processes that outlive a killed driver, its agents, recorded by the run: the rerun
+    # must end them and say so (the raylet, the GCS and the trial workers end by themselves,
+    # some perhaps only after this look)
+    orphans = [p for p in alive(run_procs) if p.pid in recorded and "Agent" in p.name()]
     rerun = subprocess.run(hvsearch_cmd("run", str(space)), cwd=folder, env=env, capture_output=True, text=True,
                            timeout=600)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
@@ -263,8 +274,8 @@ def test_a_trial_tune_could_not_start_on_a_reused_worker_is_retried_in_the_same_
 @pytest.mark.slow
 def test_ctrl_c_stops_the_command_and_keeps_the_study(workdir):
     folder, env = workdir
-    proc, seen = _start_until(folder, env, ["run"], " start: ", merge_stderr=False)
-    time.sleep(1.0)
+    proc, seen = _start_until(folder, env, ["run"], " epoch 1/3", merge_stderr=False)
+    assert proc.poll() is None, "".join(seen)  # a trial is training: two epochs to go
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, out + err
@@ -281,9 +292,9 @@ def test_ctrl_c_stops_the_command_and_keeps_the_study(workdir):
 def test_ctrl_c_during_a_calibration_stops_it_before_the_next_training(workdir):
     folder, env = workdir
     # the proxy training has started
-    proc, seen = _start_until(folder, env, ["calibrate", "-n", "4", "--reference-seeds", "1"], " start: ",
+    proc, seen = _start_until(folder, env, ["calibrate", "-n", "4", "--reference-seeds", "1"], " epoch 1/",
                               merge_stderr=False)
-    time.sleep(1.0)
+    assert proc.poll() is None, "".join(seen)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     out = "".join(seen) + out
@@ -291,3 +302,16 @@ def test_ctrl_c_during_a_calibration_stops_it_before_the_next_training(workdir):
     assert "--- reference training" not in out  # it did not go on to the reference
     assert err.strip().splitlines()[-1] == "hvsearch calibrate: interrupted"
     assert "Traceback" not in out + err
+
+
+def test_trial_workers_wait_for_the_previous_trials_thread_and_a_users_setting_wins(monkeypatch):
+    from hvsearch.search import runner
+
+    for key in runner.WORKER_ENV:
+        monkeypatch.delenv(key, raising=False)
+    runner.ray_env(local=False)  # a cluster's workers get these through the job's runtime env
+    assert runner.worker_env() == {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "30"}
+    monkeypatch.setenv("TUNE_FUNCTION_THREAD_TIMEOUT_S", "5")
+    monkeypatch.setenv("HVSEARCH_CACHE", "/data/cache")
+    runner.ray_env(local=False)
+    assert runner.worker_env() == {"HVSEARCH_CACHE": "/data/cache", "TUNE_FUNCTION_THREAD_TIMEOUT_S": "5"}
