@@ -143,8 +143,13 @@ def load_data(cfg: DataConfig, resolution: int, fraction: float = 1.0) -> DataSp
 _ARRAYS: dict[tuple, tuple[dict[str, np.ndarray], tuple[str, ...]]] = {}
 
 
-def _file_stamp(path: Path) -> tuple[str, int, int, int, int]:
-    st = path.stat()
+def _file_stamp(path: Path) -> tuple:
+    """Path, inode, size and times of ``path``; the path alone when it is missing (its reader
+    then says so)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return (str(path),)
     return str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
@@ -159,8 +164,7 @@ def _arrays_key(cfg: DataConfig) -> tuple:
     fmt = CIFAR[cfg.name]
     folder = cifar_folder(cfg.root, cfg.name)
     names = [*fmt.train_files, *fmt.test_files, fmt.meta_file]
-    return (cfg.name, *(_file_stamp(folder / f) if (folder / f).exists() else (str(folder / f), -1, -1, -1, -1)
-                        for f in names))
+    return (cfg.name, *(_file_stamp(folder / f) for f in names))
 
 
 def _read_arrays(cfg: DataConfig) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
