@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,30 @@ def write_results(study, out_dir: str | Path) -> Path:
         if not front.empty:
             plot_pareto(df, front, cost, out / "pareto.png", study.study_name)
     return out
+
+
+_PREPARED: list = []  # the thread prepare_results started, once per process
+
+
+def prepare_results() -> None:
+    """Import the plotting library of :func:`plot_pareto` in a background thread (matplotlib,
+    ~0.7 s of CPU: most of the time results take to write). The search calls it when a slot
+    frees with no trial left to start, so that a core which would otherwise idle while the last
+    trial trains does the work instead of the end of the run. Once per process; an import that
+    fails here fails again, with its message, where the plot is drawn."""
+    if _PREPARED:
+        return
+
+    def load() -> None:
+        try:
+            import matplotlib.figure  # noqa: F401
+            import matplotlib.backends.backend_agg  # noqa: F401  (what savefig to .png draws with)
+        except Exception:
+            pass
+
+    thread = threading.Thread(target=load, name="hvsearch-results-import", daemon=True)
+    _PREPARED.append(thread)
+    thread.start()
 
 
 def plot_pareto(df: pd.DataFrame, front: pd.DataFrame, cost: str, path: Path, title: str) -> None:

@@ -58,8 +58,11 @@ class StudySearcher(PrescreenMixin, OptunaSearch):
     def __init__(self, space: Space, opened: st.Opened, sampler, cost_fn: Callable, epochs: int,
                  checkpoint_root: Path | None = None, deadline: float | None = None,
                  slots: int | None = None, say: Callable[[str], None] | None = None,
-                 latency_fn: Callable | None = None):
+                 latency_fn: Callable | None = None, on_idle: Callable[[], None] | None = None):
         self.space = space
+        # called (once) when a slot frees and the budget has nothing left to start: the driver
+        # may use that slot's core for the work it will do at the end (see runner._fit)
+        self.on_idle = on_idle
         self.latency_fn = latency_fn  # spec -> hvsearch.latency.Latency, or None: not measured
         self._latencies: dict[str, Any] = {}  # arch id -> its Latency, measured once per run
         self.say = say  # progress lines (the runner's), or None
@@ -136,6 +139,9 @@ class StudySearcher(PrescreenMixin, OptunaSearch):
         if self.slots_left <= 0:
             # The budget is handed out; while trials run, one may still die before its first
             # epoch (a worker Tune could not start) and give its slot back (_interrupt).
+            if self.on_idle is not None:
+                idle, self.on_idle = self.on_idle, None
+                idle()
             return None if self._live() else Searcher.FINISHED
         if self.deadline is not None and time.monotonic() > self.deadline:
             self.exhausted = self.exhausted or "time budget reached"

@@ -315,3 +315,38 @@ def test_trial_workers_wait_for_the_previous_trials_thread_and_a_users_setting_w
     monkeypatch.setenv("HVSEARCH_CACHE", "/data/cache")
     runner.ray_env(local=False)
     assert runner.worker_env() == {"HVSEARCH_CACHE": "/data/cache", "TUNE_FUNCTION_THREAD_TIMEOUT_S": "5"}
+
+
+_MONITOR_PROBE = """
+import json, sys
+import psutil, ray
+from hvsearch.search import runner
+started = runner.init_ray(None, 1)
+before = {p.pid: p.cmdline() for p in psutil.Process().children()}
+ended = runner._end_autoscaler_monitor()
+cpus = ray.cluster_resources().get("CPU")  # the instance still answers
+runner.stop_ray(started)
+left = [p.pid for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+print(json.dumps({"before": before, "ended": ended, "cpus": cpus, "left": left}))
+"""
+
+
+@pytest.mark.slow
+def test_the_local_instances_autoscaler_monitor_is_ended_before_rays_shutdown(ray_tmp):
+    """Ray's shutdown sends the monitor SIGTERM after ending the GCS, and its handler then hangs
+    until Ray's SIGKILL a second later; hvsearch ends it first. This checks that the monitor is
+    found by its script (a Ray upgrade that moves it would make the step a silent no-op), that
+    ending it leaves the instance working, and that nothing of the instance is left after."""
+    import os
+    import sys
+
+    env = {**os.environ, "HVSEARCH_RAY_TMP": str(ray_tmp)}
+    out = subprocess.run([sys.executable, "-c", _MONITOR_PROBE], env=env, capture_output=True, text=True,
+                         timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    monitors = [pid for pid, cmd in got["before"].items() if any("autoscaler" in a and a.endswith("monitor.py")
+                                                                  for a in cmd)]
+    assert len(monitors) == 1 and got["ended"] == [int(monitors[0])]
+    assert got["cpus"] == 1.0
+    assert got["left"] == []

@@ -44,3 +44,22 @@ def test_a_sampler_stuck_on_rejected_draws_gives_way_to_random_ones(tmp_path):
     assert said == [f"the tpe sampler's last {RANDOM_AFTER_REJECTS} draws were rejected: drawing at random "
                     "until one is admitted"] * 2
     assert searcher._ot_study.sampler is stuck  # the model-based sampler is back for the next trial
+
+
+def test_the_idle_hook_runs_once_when_a_slot_frees_with_nothing_left_to_start(tmp_path):
+    """The driver learns when the budget is handed out and a slot is free (the runner then
+    prepares the results' imports on that idle core): once, not before the last trial started."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space(ROOT / "spaces" / "tiny.yaml")
+    url = st.storage_url("idle", None, tmp_path / "studies")
+    opened = st.open_for_run(space, "idle", url, resume=False)
+    calls = []
+    searcher = StudySearcher(space, opened, st.make_sampler(space), _cost_fn(space), epochs=1, slots=2,
+                             on_idle=lambda: calls.append(len(calls)))
+    first = searcher.suggest("tune-a")
+    assert first not in (None, Searcher.FINISHED) and calls == []
+    second = searcher.suggest("tune-b")
+    assert second not in (None, Searcher.FINISHED) and calls == []  # the last trial of the budget
+    assert searcher.suggest("tune-c") is None  # both still running: wait, nothing to start
+    assert calls == [0]
+    assert searcher.suggest("tune-d") is None and calls == [0]  # once
