@@ -1,8 +1,11 @@
 """The pure parts of the benchmark scripts (their measurements run outside the suite)."""
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -129,3 +132,32 @@ def test_study_writes_times_both_sqlite_modes_on_real_storages(tmp_path):
     assert row.default_ms > 0 and row.hvsearch_ms > 0
     assert row.speedup == pytest.approx(row.default_ms / row.hvsearch_ms)
     assert [p.name for p in tmp_path.iterdir() if p.name != "w.csv"] == []  # its study files are gone
+
+
+@pytest.mark.slow
+def test_startup_cpu_measures_the_driver_rays_processes_and_a_real_worker(tmp_path):
+    """One repeat on a real local Ray: every part measured, in its steps, and the floor printed
+    from them."""
+    from _report import cpu_count
+
+    ray_tmp = tempfile.mkdtemp(prefix="hvs-t", dir="/tmp")  # Ray's socket paths must be short
+    try:
+        done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "startup_cpu.py"), "--repeats", "1",
+                               "--settle", "1", "--space", str(ROOT / "spaces" / "tiny.yaml"),
+                               "--out", str(tmp_path / "s.csv")], capture_output=True, text=True, timeout=300,
+                              cwd=ROOT, env={**os.environ, "HVSEARCH_RAY_TMP": ray_tmp})
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    df = pd.read_csv(tmp_path / "s.csv")
+    steps = {part: list(g.step) for part, g in df.groupby("part", sort=False)}
+    assert steps["driver"] == ["interpreter", "cli_optuna_study", "tune_searcher_trainable", "ray_init_driver_side"]
+    assert steps["worker"] == ["ray_worker_start", "ray_tune", "torch", "training_code", "optimizer"]
+    assert {"gcs", "raylet", "autoscaler monitor", "log monitor", "API server"} <= set(steps["ray"])
+    assert (df.cpu_s >= 0).all()
+    # the heavy imports are where they are measured: torch in the worker, not in the driver
+    worker = df[df.part == "worker"].set_index("step").cpu_s
+    assert worker["torch"] > 0.2 and worker["training_code"] > 0.2
+    total = df.groupby("part").cpu_s.sum()
+    floor = (total["driver"] + total["ray"] + 2 * total["worker"]) / cpu_count()
+    assert f"can train is {floor:.2f} s of wall time" in done.stdout
