@@ -15,9 +15,12 @@ per repeat, as a search does it:
   (timm, which imports torchvision, which imports ``torch._dynamo``), the optimiser (whose first
   ``add_param_group`` imports ``torch._dynamo`` where nothing did before).
 
-``floor_s = (driver + ray + concurrency x worker) / cores``: the wall time no scheduler on these
-cores can start ``concurrency`` trials training in, with this design (a driver, Ray, one worker
-process per slot). Compare it with ``search_overhead.py``'s ``first_epoch_s`` less one epoch.
+``floor = (driver + ray + concurrency x worker) / cores``: a lower bound on the wall time before
+``concurrency`` trials can train on these cores, with this design (a driver, Ray, one worker
+process per slot; with many cores the bound is instead the longest serial chain, about the
+driver's start plus one worker's). Compare it with ``search_overhead.py``'s ``first_epoch_s``
+less one epoch. Also timed: ``stop_ray`` (the autoscaler monitor ended first, then
+``ray.shutdown``) and, on a second instance, ``ray.shutdown`` alone.
 
     python benchmarks/startup_cpu.py --repeats 3
 """
@@ -54,6 +57,7 @@ runner._import_search(load_space(sys.argv[1]))
 marks["tune_searcher_trainable"] = cpu()
 started = runner.init_ray(None, int(sys.argv[2]))
 marks["ray_init_driver_side"] = cpu()
+torch_in_driver = "torch" in sys.modules  # the driver counts costs from the spec: no torch
 
 import psutil
 import ray
@@ -97,8 +101,17 @@ class Worker:
 
 
 worker = ray.get(Worker.remote().run.remote())
-runner.stop_ray(started)
-print(json.dumps({"driver": marks, "ray": ray_procs, "worker": worker}))
+t = time.perf_counter()
+runner.stop_ray(started)  # the autoscaler monitor ended first, then ray.shutdown
+stop_ray_s = time.perf_counter() - t
+# a second instance, shut down by ray.shutdown alone (Ray's SIGTERM to the monitor, which hangs)
+started = runner.init_ray(None, int(sys.argv[2]))
+time.sleep(float(sys.argv[3]))
+t = time.perf_counter()
+ray.shutdown()
+plain_shutdown_s = time.perf_counter() - t
+print(json.dumps({"driver": marks, "ray": ray_procs, "worker": worker, "torch_in_driver": torch_in_driver,
+                  "stop_ray_s": stop_ray_s, "plain_shutdown_s": plain_shutdown_s}))
 """
 
 
@@ -137,8 +150,12 @@ def main() -> None:
                 rows.append({"repeat": r, "part": part, "step": step, "cpu_s": s, "load_1min": load})
         for kind, s in sorted(got["ray"].items()):
             rows.append({"repeat": r, "part": "ray", "step": kind, "cpu_s": s, "load_1min": load})
+        for row in rows[-len(got["driver"]) - len(got["worker"]) - len(got["ray"]):]:
+            row.update(torch_in_driver=got["torch_in_driver"], stop_ray_s=got["stop_ray_s"],
+                       plain_shutdown_s=got["plain_shutdown_s"])
         print(f"repeat {r}: driver {sum(steps(got['driver']).values()):.2f} s, ray "
-              f"{sum(got['ray'].values()):.2f} s, worker {got['worker']['optimizer']:.2f} s of CPU", flush=True)
+              f"{sum(got['ray'].values()):.2f} s, worker {got['worker']['optimizer']:.2f} s of CPU; shutdown "
+              f"{got['stop_ray_s']:.2f} s (ray.shutdown alone {got['plain_shutdown_s']:.2f} s)", flush=True)
     df = report(rows, args.out, "{:.2f}")
     per_repeat = df.groupby(["repeat", "part"])["cpu_s"].sum().unstack()
     med = {part: statistics.median(per_repeat[part]) for part in per_repeat.columns}
@@ -146,6 +163,9 @@ def main() -> None:
     print(f"\nmedian CPU: driver {med['driver']:.2f} s + Ray {med['ray']:.2f} s + {args.concurrency} x worker "
           f"{med['worker']:.2f} s = {total:.2f} s; on {cores} core(s) the floor before {args.concurrency} trials "
           f"can train is {total / cores:.2f} s of wall time")
+    shut = df.groupby("repeat")[["stop_ray_s", "plain_shutdown_s"]].first()
+    print(f"shutdown (median): stop_ray {shut.stop_ray_s.median():.2f} s, ray.shutdown alone "
+          f"{shut.plain_shutdown_s.median():.2f} s")
 
 
 if __name__ == "__main__":

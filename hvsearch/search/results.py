@@ -168,6 +168,14 @@ def prepare_results() -> None:
     thread.start()
 
 
+def join_prepared(timeout: float = 30.0) -> None:
+    """Wait for :func:`prepare_results`'s thread, if one runs (before Ray shuts down, and so that
+    the process never ends in the middle of the import: a first matplotlib import writes its
+    font cache under a lock file)."""
+    for thread in _PREPARED:
+        thread.join(timeout)
+
+
 def plot_pareto(df: pd.DataFrame, front: pd.DataFrame, cost: str, path: Path, title: str) -> None:
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, ~0.3 s less to import
 

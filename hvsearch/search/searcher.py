@@ -139,10 +139,15 @@ class StudySearcher(PrescreenMixin, OptunaSearch):
         if self.slots_left <= 0:
             # The budget is handed out; while trials run, one may still die before its first
             # epoch (a worker Tune could not start) and give its slot back (_interrupt).
-            if self.on_idle is not None:
+            live = self._live()
+            if live and self.on_idle is not None:  # a slot is free while the last trials train
                 idle, self.on_idle = self.on_idle, None
-                idle()
-            return None if self._live() else Searcher.FINISHED
+                try:
+                    idle()
+                except Exception as e:  # an optimisation: never worth the search
+                    if self.say is not None:
+                        self.say(f"note: preparing the results early failed ({type(e).__name__}: {e})")
+            return None if live else Searcher.FINISHED
         if self.deadline is not None and time.monotonic() > self.deadline:
             self.exhausted = self.exhausted or "time budget reached"
             return Searcher.FINISHED

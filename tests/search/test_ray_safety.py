@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -318,35 +320,65 @@ def test_trial_workers_wait_for_the_previous_trials_thread_and_a_users_setting_w
 
 
 _MONITOR_PROBE = """
-import json, sys
+import json, time
 import psutil, ray
 from hvsearch.search import runner
 started = runner.init_ray(None, 1)
-before = {p.pid: p.cmdline() for p in psutil.Process().children()}
+instance = {}
+for p in psutil.Process().children(recursive=True):
+    try:
+        instance[p.pid] = (p.create_time(), p.cmdline())
+    except psutil.Error:
+        pass
 ended = runner._end_autoscaler_monitor()
 cpus = ray.cluster_resources().get("CPU")  # the instance still answers
 runner.stop_ray(started)
-left = [p.pid for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
-print(json.dumps({"before": before, "ended": ended, "cpus": cpus, "left": left}))
+
+def alive(pid, created):
+    try:
+        p = psutil.Process(pid)
+        return p.create_time() == created and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+deadline = time.monotonic() + 20  # the raylet's own children (agents, workers) end after it
+while time.monotonic() < deadline and any(alive(pid, c) for pid, (c, _) in instance.items()):
+    time.sleep(0.2)
+left = [pid for pid, (c, _) in instance.items() if alive(pid, c)]
+print(json.dumps({"instance": {pid: cmd for pid, (_, cmd) in instance.items()}, "ended": ended, "cpus": cpus,
+                  "left": left}))
 """
 
 
 @pytest.mark.slow
-def test_the_local_instances_autoscaler_monitor_is_ended_before_rays_shutdown(ray_tmp):
+def test_the_local_instances_autoscaler_monitor_is_ended_and_the_instance_goes_on(ray_tmp):
     """Ray's shutdown sends the monitor SIGTERM after ending the GCS, and its handler then hangs
     until Ray's SIGKILL a second later; hvsearch ends it first. This checks that the monitor is
-    found by its script (a Ray upgrade that moves it would make the step a silent no-op), that
-    ending it leaves the instance working, and that nothing of the instance is left after."""
-    import os
-    import sys
-
+    found in Ray's process table (a Ray upgrade that renames it would make the step a silent
+    no-op), that ending it leaves the instance working, and that no process of the instance is
+    left after stop_ray."""
     env = {**os.environ, "HVSEARCH_RAY_TMP": str(ray_tmp)}
     out = subprocess.run([sys.executable, "-c", _MONITOR_PROBE], env=env, capture_output=True, text=True,
                          timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    monitors = [pid for pid, cmd in got["before"].items() if any("autoscaler" in a and a.endswith("monitor.py")
-                                                                  for a in cmd)]
-    assert len(monitors) == 1 and got["ended"] == [int(monitors[0])]
+    monitors = [int(pid) for pid, cmd in got["instance"].items()
+                if any("autoscaler" in a and a.endswith("monitor.py") for a in cmd)]
+    assert len(monitors) == 1 and got["ended"] == monitors
     assert got["cpus"] == 1.0
-    assert got["left"] == []
+    assert len(got["instance"]) >= 5 and got["left"] == []  # GCS, raylet, monitors, agents, API server
+
+
+def test_stop_ray_ends_the_monitor_before_rays_shutdown_and_only_for_an_instance_it_started(monkeypatch, tmp_path):
+    import ray
+
+    from hvsearch.search import runner
+
+    calls = []
+    monkeypatch.setattr(runner, "_end_autoscaler_monitor", lambda: calls.append("monitor") or [])
+    monkeypatch.setattr(ray, "shutdown", lambda *a, **k: calls.append("shutdown"))
+    (tmp_path / runner.RAY_PROCESSES).write_text("{}")
+    runner.stop_ray(False, tmp_path)
+    assert calls == [] and (tmp_path / runner.RAY_PROCESSES).exists()  # not ours: untouched
+    runner.stop_ray(True, tmp_path)
+    assert calls == ["monitor", "shutdown"] and not (tmp_path / runner.RAY_PROCESSES).exists()

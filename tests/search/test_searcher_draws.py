@@ -2,7 +2,10 @@
 architectures the rules reject gives way to random draws, so the search goes on."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
+from types import SimpleNamespace
 
 import optuna
 from ray.tune.search import Searcher
@@ -63,3 +66,25 @@ def test_the_idle_hook_runs_once_when_a_slot_frees_with_nothing_left_to_start(tm
     assert searcher.suggest("tune-c") is None  # both still running: wait, nothing to start
     assert calls == [0]
     assert searcher.suggest("tune-d") is None and calls == [0]  # once
+
+    # the end of a search, with nothing live, is not idle time: no hook (Ray shuts down next)
+    opened = st.open_for_run(space, "idle-end", st.storage_url("idle-end", None, tmp_path / "studies"), resume=False)
+    ended = []
+    searcher = StudySearcher(space, opened, st.make_sampler(space), _cost_fn(space), epochs=1, slots=1,
+                             on_idle=lambda: ended.append(1))
+    assert searcher.suggest("tune-a") not in (None, Searcher.FINISHED)
+    searcher.tune_trials["tune-a"] = SimpleNamespace(status="TERMINATED")  # Tune ended it
+    assert searcher.suggest("tune-b") == Searcher.FINISHED and ended == []
+
+
+def test_prepare_results_imports_the_plotting_library_once_in_a_thread():
+    probe = ("import sys\n"
+             "from hvsearch.search import results\n"
+             "before = 'matplotlib' in sys.modules\n"
+             "results.prepare_results(); results.prepare_results()\n"
+             "results.join_prepared()\n"
+             "print(before, len(results._PREPARED), results._PREPARED[0].name, not results._PREPARED[0].is_alive(),\n"
+             "      'matplotlib.figure' in sys.modules, 'matplotlib.backends.backend_agg' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "1", "hvsearch-results-import", "True", "True", "True"]
