@@ -145,14 +145,12 @@ def main() -> None:
     for r in range(args.repeats):
         load = os.getloadavg()[0]
         got = one(args.space, cores, args.settle)
-        for part in ("driver", "worker"):
-            for step, s in steps(got[part]).items():
-                rows.append({"repeat": r, "part": part, "step": step, "cpu_s": s, "load_1min": load})
-        for kind, s in sorted(got["ray"].items()):
-            rows.append({"repeat": r, "part": "ray", "step": kind, "cpu_s": s, "load_1min": load})
-        for row in rows[-len(got["driver"]) - len(got["worker"]) - len(got["ray"]):]:
-            row.update(torch_in_driver=got["torch_in_driver"], stop_ray_s=got["stop_ray_s"],
-                       plain_shutdown_s=got["plain_shutdown_s"])
+        common = {"load_1min": load, "torch_in_driver": got["torch_in_driver"], "stop_ray_s": got["stop_ray_s"],
+                  "plain_shutdown_s": got["plain_shutdown_s"]}
+        parts = {"driver": steps(got["driver"]), "worker": steps(got["worker"]),
+                 "ray": dict(sorted(got["ray"].items()))}
+        rows += [{"repeat": r, "part": part, "step": step, "cpu_s": s, **common}
+                 for part, by_step in parts.items() for step, s in by_step.items()]
         print(f"repeat {r}: driver {sum(steps(got['driver']).values()):.2f} s, ray "
               f"{sum(got['ray'].values()):.2f} s, worker {got['worker']['optimizer']:.2f} s of CPU; shutdown "
               f"{got['stop_ray_s']:.2f} s (ray.shutdown alone {got['plain_shutdown_s']:.2f} s)", flush=True)

@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,12 @@ def search_env(cache_dir: Path) -> dict[str, str]:
 def workdir(tmp_path: Path, cache_dir: Path):
     """A folder to run searches in, and the environment they run with."""
     return tmp_path, search_env(cache_dir)
+
+
+@pytest.fixture
+def ray_tmp():
+    """A short private folder for Ray's sockets and token (socket paths are limited to ~107
+    bytes, and pytest's tmp paths are long)."""
+    path = Path(tempfile.mkdtemp(prefix="hvs-t", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

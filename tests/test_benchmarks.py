@@ -3,10 +3,8 @@ storages); their full measurements run outside the suite."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -136,19 +134,15 @@ def test_study_writes_times_both_sqlite_modes_on_real_storages(tmp_path):
 
 
 @pytest.mark.slow
-def test_startup_cpu_measures_the_driver_rays_processes_and_a_real_worker(tmp_path):
+def test_startup_cpu_measures_the_driver_rays_processes_and_a_real_worker(tmp_path, ray_tmp):
     """One repeat on a real local Ray: every part measured, in its steps, and the floor printed
     from them."""
     from _report import cpu_count
 
-    ray_tmp = tempfile.mkdtemp(prefix="hvs-t", dir="/tmp")  # Ray's socket paths must be short
-    try:
-        done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "startup_cpu.py"), "--repeats", "1",
-                               "--settle", "1", "--space", str(ROOT / "spaces" / "tiny.yaml"),
-                               "--out", str(tmp_path / "s.csv")], capture_output=True, text=True, timeout=300,
-                              cwd=ROOT, env={**os.environ, "HVSEARCH_RAY_TMP": ray_tmp})
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "startup_cpu.py"), "--repeats", "1",
+                           "--settle", "1", "--space", str(ROOT / "spaces" / "tiny.yaml"),
+                           "--out", str(tmp_path / "s.csv")], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env={**os.environ, "HVSEARCH_RAY_TMP": str(ray_tmp)})
     assert done.returncode == 0, done.stderr[-2000:]
     df = pd.read_csv(tmp_path / "s.csv")
     steps = {part: list(g.step) for part, g in df.groupby("part", sort=False)}

@@ -71,17 +71,6 @@ def _start_until(folder, env, args, marker, merge_stderr=True):
     return proc, seen
 
 
-@pytest.fixture
-def ray_tmp():
-    """A short private folder for Ray's sockets and token (socket paths are limited to ~107
-    bytes, and pytest's tmp paths are long)."""
-    path = Path(tempfile.mkdtemp(prefix="hvs-t", dir="/tmp"))
-    yield path
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
 @pytest.mark.slow
 def test_a_local_run_listens_on_loopback_only_with_token_auth(workdir, ray_tmp):
     folder, env = workdir
