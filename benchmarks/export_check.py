@@ -18,6 +18,12 @@ model built from its ``.yaml``, at every ``--threads`` count), into ``--out/late
     python benchmarks/export_check.py --resolution 64
     python benchmarks/export_check.py --formats onnx --resolution 0 --keep exports/seeds
     python benchmarks/export_check.py --latency-of exports/seeds --threads 1 2 --out results/benchmarks/export-latency
+
+``--compare-exporters`` runs each seed through torch.onnx's TorchScript-based and dynamo exporters
+alone: the seconds each export took (with its check), the axes each left open, and ONNX Runtime
+on the two files interleaved (``--out/exporters.csv``); the evidence for ``--exporter auto``'s order:
+
+    python benchmarks/export_check.py --compare-exporters --resolution 0 --seeds cmt_ti container_light convmlp_s
 """
 from __future__ import annotations
 
@@ -96,6 +102,78 @@ def latency_of(folder: Path, threads: list[int], out: Path) -> int:
     return 0
 
 
+def ort_pair(path_a: Path, path_b: Path, x, repeats: int = 60, warmup: int = 10, threads: int = 1) -> dict:
+    """ONNX Runtime on two files of one model: median and p90 ms of each, interleaved call by call."""
+    import onnxruntime as ort
+
+    def session(path):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        s = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return s, {s.get_inputs()[0].name: x.numpy()}
+
+    (a, feed_a), (b, feed_b) = session(path_a), session(path_b)
+    times: dict[str, list[float]] = {"a": [], "b": []}
+    load_before = os.getloadavg()[0]
+    for i in range(warmup + repeats):
+        t0 = time.perf_counter()
+        a.run(None, feed_a)
+        t1 = time.perf_counter()
+        b.run(None, feed_b)
+        t2 = time.perf_counter()
+        if i >= warmup:
+            times["a"].append(1e3 * (t1 - t0))
+            times["b"].append(1e3 * (t2 - t1))
+    out = {"batch": x.shape[0], "threads": threads, "load_before": load_before, "load_after": os.getloadavg()[0]}
+    for key, values in times.items():
+        values.sort()
+        out[f"{key}_ms"] = statistics.median(values)
+        out[f"{key}_p90_ms"] = values[int(0.9 * (len(values) - 1))]
+    return out
+
+
+def compare_exporters(seeds: list[str], resolution: int, threads: int, out: Path) -> int:
+    """Each seed through the TorchScript-based and the dynamo exporter alone (each export checked
+    as ``hvsearch export`` checks it): the seconds each took, the axes each left open, and ONNX
+    Runtime's latency on the two files, interleaved. Into ``--out/exporters.csv``."""
+    import torch
+
+    from hvsearch.errors import HVSearchError
+    from hvsearch.export import export
+    from hvsearch.models import get_seed
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hvs-exporters-") as tmp:
+        for seed in seeds:
+            res = resolution or get_seed(seed).spec.resolution
+            row: dict = {"seed": seed, "resolution": res}
+            done = {}
+            for exporter in ("torchscript", "dynamo"):
+                t0 = time.monotonic()
+                try:
+                    done[exporter] = export(seed, "onnx", out=Path(tmp) / exporter, resolution=res,
+                                            exporter=exporter, say=lambda line: None)
+                    row[f"{exporter}_dynamic"] = ",".join(done[exporter].meta["dynamic"])
+                    row[f"{exporter}_mb"] = round(done[exporter].path.stat().st_size / 2**20, 1)
+                except HVSearchError as e:
+                    row[f"{exporter}_error"] = str(e)
+                row[f"{exporter}_export_s"] = round(time.monotonic() - t0, 1)
+            if len(done) == 2:
+                fixed = not all("batch" in d.meta["dynamic"] for d in done.values())
+                x = torch.randn(2 if fixed else 1, 3, res, res, generator=torch.Generator().manual_seed(0))
+                t = ort_pair(done["torchscript"].path, done["dynamo"].path, x, threads=threads)
+                row.update({k.replace("a_", "torchscript_ort_").replace("b_", "dynamo_ort_") if k[:2] in ("a_", "b_")
+                            else k: v for k, v in t.items()})
+                row["dynamo_over_torchscript"] = t["b_ms"] / t["a_ms"]
+            rows.append(row)
+            print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out / "exporters.csv", index=False)
+    print(f"written {out / 'exporters.csv'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", nargs="+", help="default: every seed")
@@ -106,8 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", type=Path, help="keep the exported files in this folder")
     p.add_argument("--latency-of", type=Path, help="only time the ONNX files already exported to this folder")
     p.add_argument("--threads", type=int, nargs="+", default=[1], help="thread counts for the timing (default 1)")
+    p.add_argument("--compare-exporters", action="store_true", help="each seed through both ONNX exporters: "
+                   "export seconds and ONNX Runtime latency of the two files (--seeds, --resolution, --threads)")
     p.add_argument("--out", type=Path, default=Path("results/benchmarks/export"))
     args = p.parse_args(argv)
+    if args.compare_exporters:
+        from hvsearch.models import seed_names
+
+        return compare_exporters(args.seeds or seed_names(), args.resolution, args.threads[0], args.out)
     if args.latency_of:
         return latency_of(args.latency_of, args.threads, args.out)
     from hvsearch.errors import HVSearchError

@@ -473,6 +473,9 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolution", type=int, help="input size (default the architecture's resolution)")
     p.add_argument("--out", default="exports", help="folder to write to (default exports/)")
     p.add_argument("--storage", help="the study's storage URL (default studies/<study>.db) for STUDY:...")
+    p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
+                   help="torch.onnx's exporter for --format onnx: auto (default) tries the TorchScript-based "
+                   "one, then dynamo")
 
 
 @command("export", help="write an architecture as ONNX, TorchScript or safetensors, checked against PyTorch")
@@ -481,7 +484,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     arch_ref.check(args.arch)
     from hvsearch.export import export
 
-    export(args.arch, args.format, out=args.out, resolution=args.resolution, storage=args.storage)
+    export(args.arch, args.format, out=args.out, resolution=args.resolution, storage=args.storage,
+           exporter=args.exporter)
     return 0
 
 

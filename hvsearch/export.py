@@ -8,7 +8,8 @@ freshly initialised otherwise; the summary says which.
 Written to ``--out`` (default ``exports/``), named after the architecture:
 
 * the model file: ``<name>.onnx`` (dynamic batch, and dynamic spatial size where the model allows
-  it; opset 18; the dynamo exporter, else the TorchScript-based one), ``<name>.pt`` (``torch.jit.script``) or ``<name>.safetensors`` (the
+  it; opset 18; one file, weights inside; ``--exporter auto`` tries torch.onnx's TorchScript-based
+  exporter, then the dynamo one), ``<name>.pt`` (``torch.jit.script``) or ``<name>.safetensors`` (the
   state dict, loadable by ``timm.create_model("hvs_arch", arch="<name>.yaml", pretrained=True,
   pretrained_cfg_overlay=dict(file="<name>.safetensors"))``);
 * ``<name>.yaml``: the architecture;
@@ -50,9 +51,13 @@ class Exported:
 
 def export(ref: str, fmt: str, out: str | Path = "exports", resolution: int | None = None,
            storage: str | None = None, studies_dir: str = "studies",
-           say: Callable[[str], None] = print) -> Exported:
+           say: Callable[[str], None] = print, exporter: str = "auto") -> Exported:
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if exporter not in ONNX_EXPORTERS:
+        raise ExportError(f"--exporter must be one of {', '.join(ONNX_EXPORTERS)}, got {exporter!r}")
+    if exporter != "auto" and fmt != "onnx":
+        raise ExportError(f"--exporter {exporter} chooses an ONNX exporter; it does not apply to --format {fmt}")
     import torch
 
     from hvsearch.arch_ref import resolve
@@ -86,7 +91,7 @@ def export(ref: str, fmt: str, out: str | Path = "exports", resolution: int | No
     spec.save(yaml_path)
     dynamic = ["batch"]
     if fmt == "onnx":
-        exporter, got, probe, expected, dynamic = _onnx(model, example, check, path)
+        exporter, got, probe, expected, dynamic = _onnx(model, example, check, path, exporter)
         if not dynamic:
             declaring = sorted({getattr(p, "type", type(p).__name__) for p in _parts(spec)
                                 if "batch" in p.fixed_export_axes()})
@@ -94,7 +99,11 @@ def export(ref: str, fmt: str, out: str | Path = "exports", resolution: int | No
                    else "no exporter could make it dynamic")
             say(f"  {path.name}: the batch is fixed at {example.shape[0]} ({why})")
         elif "height" not in dynamic:
-            say(f"  {path.name}: the input size is fixed at {res} px (the model is built for one feature size)")
+            declaring = sorted({getattr(p, "type", type(p).__name__) for p in _parts(spec)
+                                if "height" in p.fixed_export_axes()})
+            why = (f"its {', '.join(declaring)} part is built for one feature size" if declaring
+                   else "no exporter could leave it open")
+            say(f"  {path.name}: the input size is fixed at {res} px ({why})")
     elif fmt == "torchscript":
         exporter, got = _torchscript(model, check, path)
     else:
@@ -153,14 +162,21 @@ def _require(module: str, package: str):
 
 # What an ONNX file may leave open, most first: the batch and the spatial size, the batch, nothing.
 ONNX_DYNAMIC = (("batch", "height", "width"), ("batch",), ())
+# --exporter: which of torch.onnx's exporters to try (dynamo=...), in order. The TorchScript-based
+# one goes first in "auto": on the seeds it succeeds on it is 8-20x faster (CMT at 64 px with a
+# dynamic size: 2.7 s against 80 s, the dynamo exporter's symbolic shapes being the cost) and its
+# files ran as fast or faster in ONNX Runtime (README, Export); Hire-MLP's and TransXNet's models
+# need the dynamo one, which then follows. A future torch without the TorchScript-based exporter
+# fails that attempt and the dynamo one follows just the same.
+ONNX_EXPORTERS = {"auto": (False, True), "dynamo": (True,), "torchscript": (False,)}
 
 
-def _onnx(model, example, check, path: Path):
+def _onnx(model, example, check, path: Path, exporter: str = "auto"):
     """(exporter, ORT output, the input it ran on, PyTorch's output on it, dynamic axes).
 
-    Tried in the order of :data:`ONNX_DYNAMIC`, each with the dynamo exporter and then the
-    TorchScript-based one. An attempt counts only if ONNX Runtime reproduces PyTorch within the
-    tolerance on an input the export did not see: a batch of another size and, for a dynamic
+    Tried in the order of :data:`ONNX_DYNAMIC`, each with the exporters ``exporter`` names
+    (:data:`ONNX_EXPORTERS`: ``auto`` is the TorchScript-based one, then dynamo). An attempt
+    counts only if ONNX Runtime reproduces PyTorch within the tolerance on an input the export did not see: a batch of another size and, for a dynamic
     spatial size, 32 px more on each side (an exporter that bakes a shape-dependent constant into
     the graph runs there and gives wrong numbers, which this catches). Spatial sizes stay dynamic
     only where the model allows it. Axes a part declares fixed (``fixed_export_axes``: Hire-MLP's
@@ -170,7 +186,9 @@ def _onnx(model, example, check, path: Path):
 
     _require("onnx", "onnx")
     ort = _require("onnxruntime", "onnxruntime")
-    errors = []
+    if exporter not in ONNX_EXPORTERS:
+        raise ExportError(f"--exporter must be one of {', '.join(ONNX_EXPORTERS)}, got {exporter!r}")
+    errors: dict[str, str] = {}  # the last error of each exporter
     fixed = _fixed_axes(getattr(model, "spec", None))
     for dynamic in [d for d in ONNX_DYNAMIC if not fixed & set(d)] or [()]:
         probe = _probe(example, check, dynamic)
@@ -178,10 +196,11 @@ def _onnx(model, example, check, path: Path):
             with torch.no_grad():
                 expected = model(probe)
         except Exception as e:  # noqa: BLE001  (the model itself refuses that size: not dynamic)
-            errors.append(f"{tuple(probe.shape[2:])} px does not run in PyTorch ({_first_op(e)})")
+            errors["PyTorch"] = f"{tuple(probe.shape[2:])} px does not run in PyTorch ({_first_op(e)})"
             continue
-        for dynamo in (True, False):
+        for dynamo in ONNX_EXPORTERS[exporter]:
             name = "torch.onnx dynamo" if dynamo else "torch.onnx (TorchScript-based)"
+            label = "dynamo exporter" if dynamo else "TorchScript-based exporter"
             try:
                 with _quiet():
                     _onnx_export(model, example, path, dynamic, dynamo)
@@ -190,16 +209,23 @@ def _onnx(model, example, check, path: Path):
             except MissingDependencyError:
                 raise
             except Exception as e:  # noqa: BLE001  (the exporters' errors are many types; named below)
-                errors.append(_first_op(e))
+                errors[label] = _first_op(e)
                 continue
             diff = float((got - expected).abs().max()) if got.shape == expected.shape else float("inf")
             if diff <= TOLERANCE:
                 return name, got, probe, expected, list(dynamic)
-            errors.append(f"{name} with {'dynamic ' + ', '.join(dynamic) if dynamic else 'fixed shapes'} "
-                          f"differs from PyTorch by {diff:.3g}")
-    raise ExportError(f"{path.stem}: ONNX export failed at fixed shapes too (dynamo exporter: {errors[-2]}; "
-                      f"TorchScript-based exporter: {errors[-1]}); --format torchscript or safetensors works "
-                      "for this architecture")
+            errors[label] = (f"with {'dynamic ' + ', '.join(dynamic) if dynamic else 'fixed shapes'} it differs "
+                             f"from PyTorch by {diff:.3g}")
+    _external_data(path).unlink(missing_ok=True)
+    why = "; ".join(f"{k}: {v}" for k, v in errors.items())
+    other = "" if exporter == "auto" else " (--exporter auto tries both)"
+    raise ExportError(f"{path.stem}: ONNX export failed at fixed shapes too ({why}){other}; --format torchscript "
+                      "or safetensors works for this architecture")
+
+
+def _external_data(path: Path) -> Path:
+    """Where the dynamo exporter would put the weights if asked to keep them out of the file."""
+    return path.with_name(path.name + ".data")
 
 
 def _fixed_axes(spec) -> set[str]:
@@ -237,9 +263,17 @@ def _onnx_export(model, example, path: Path, dynamic: tuple[str, ...], dynamo: b
         if "height" in dynamic:  # multiples of the total stride
             axes[2] = 32 * torch.export.Dim("height_32", min=1, max=128)
             axes[3] = 32 * torch.export.Dim("width_32", min=1, max=128)
-        torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=OPSET,
-                          dynamic_shapes=({**axes},) if axes else None, input_names=["input"],
-                          output_names=["logits"], verbose=False)
+        # One self-contained file: the weights inside it (external_data=False), not in a
+        # <name>.onnx.data beside it that a copied .onnx would leave behind (protobuf's 2 GB cap is
+        # far above any seed: the largest, hire_mlp_large, is 0.4 GB).
+        data = _external_data(path)
+        data.unlink(missing_ok=True)
+        try:
+            torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=OPSET,
+                              dynamic_shapes=({**axes},) if axes else None, input_names=["input"],
+                              output_names=["logits"], verbose=False, external_data=False)
+        finally:
+            data.unlink(missing_ok=True)  # written by a failed attempt
     else:
         axes = {"input": {i: n for i, n in zip((0, 2, 3), dynamic)}, "logits": {0: "batch"} if "batch" in dynamic else {}}
         torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=OPSET,

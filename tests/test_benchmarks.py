@@ -159,3 +159,18 @@ def test_startup_cpu_measures_the_driver_rays_processes_and_a_real_worker(tmp_pa
     floor = (total["driver"] + total["ray"] + 2 * total["worker"]) / cpu_count()
     printed = float(done.stdout.split("can train is ")[1].split(" s")[0])
     assert printed == pytest.approx(floor, abs=0.01)
+
+
+def test_export_check_compares_both_onnx_exporters_on_a_seed(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "export_check.py"), "--compare-exporters",
+                           "--seeds", "convmlp_s", "--resolution", "64", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    row = pd.read_csv(tmp_path / "exporters.csv").iloc[0]
+    assert row.seed == "convmlp_s" and row.resolution == 64 and row.batch == 1
+    assert row.torchscript_dynamic == row.dynamo_dynamic == "batch,height,width"
+    assert row.torchscript_export_s > 0 and row.dynamo_export_s > 0
+    # one self-contained file each: the weights (9.0 M params, 34 MB in float32) are inside both
+    assert row.torchscript_mb > 25 and row.dynamo_mb > 25
+    assert row.torchscript_ort_ms > 0 and row.dynamo_ort_ms > 0
+    assert row.dynamo_over_torchscript == pytest.approx(row.dynamo_ort_ms / row.torchscript_ort_ms)

@@ -58,8 +58,13 @@ def test_one_seed_per_family_round_trips_through_onnx_runtime(seed, tmp_path):
     # Every checked attempt is kept, most dynamic first: CMT, Container and ConvMLP run at any size a
     # multiple of 32; Hire-MLP's regions fix the size; TransXNet's IDConv folds the batch into its
     # conv groups, so its batch is fixed too.
-    expected = {"hire": ["batch"], "transxnet": []}.get(get_seed(seed).family, ["batch", "height", "width"])
+    family_ = get_seed(seed).family
+    expected = {"hire": ["batch"], "transxnet": []}.get(family_, ["batch", "height", "width"])
     assert done.meta["dynamic"] == expected
+    # auto tries the TorchScript-based exporter first; Hire-MLP's and TransXNet's need dynamo
+    assert done.meta["exporter"] == ("torch.onnx dynamo" if family_ in ("hire", "transxnet")
+                                     else "torch.onnx (TorchScript-based)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{done.path.stem}{s}" for s in (".onnx", ".yaml", ".json"))
     fixed_batch = [line for line in lines if "the batch is fixed" in line]
     assert fixed_batch == ([f"  {done.path.name}: the batch is fixed at 2 (its dmixer part declares the batch "
                             "fixed)"] if not expected else [])
@@ -69,6 +74,26 @@ def test_one_seed_per_family_round_trips_through_onnx_runtime(seed, tmp_path):
         got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
         with torch.no_grad():
             torch.testing.assert_close(got, done.model(x), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_either_exporter_writes_one_self_contained_file_of_any_size(arch_file, tmp_path, exporter):
+    """CMT attention through both exporters, batch and size left open (64 px: at the 32-px minimum
+    the last map is 1x1, and torch.export specialises a size of 1). The dynamo exporter's weights
+    go inside the .onnx (external_data=False), so the file alone is the model."""
+    lines: list[str] = []
+    done = export(str(arch_file), "onnx", out=tmp_path, resolution=64, exporter=exporter, say=lines.append)
+    assert done.meta["exporter"] == {"dynamo": "torch.onnx dynamo", "torchscript": "torch.onnx (TorchScript-based)"}[exporter]
+    assert done.meta["dynamic"] == ["batch", "height", "width"] and not any("fixed" in line for line in lines)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny_export.json", "tiny_export.onnx", "tiny_export.yaml"]
+    moved = tmp_path / "elsewhere" / "model.onnx"
+    moved.parent.mkdir()
+    done.path.rename(moved)
+    session = ort.InferenceSession(str(moved), providers=["CPUExecutionProvider"])
+    x = torch.randn(1, 3, 96, 128)
+    got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    with torch.no_grad():
+        torch.testing.assert_close(got, done.model(x), rtol=0, atol=1e-4)
 
 
 def test_a_study_trial_is_exported_with_its_checkpoint(tmp_path):
@@ -102,7 +127,9 @@ def test_a_study_trial_is_exported_with_its_checkpoint(tmp_path):
 def test_bad_input_is_one_line(arch_file, tmp_path):
     for args, words in ((["nosuch", "--format", "onnx"], "neither a seed nor an architecture file"),
                         ([str(arch_file), "--format", "onnx", "--resolution", "50"], "multiple of 32"),
-                        ([str(arch_file), "--format", "tflite"], "invalid choice")):
+                        ([str(arch_file), "--format", "tflite"], "invalid choice"),
+                        ([str(arch_file), "--format", "torchscript", "--exporter", "dynamo"],
+                         "--exporter dynamo chooses an ONNX exporter; it does not apply to --format torchscript")):
         proc = subprocess.run([sys.executable, "-m", "hvsearch.cli", "export", *args, "--out", str(tmp_path)],
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2 and words in proc.stderr, proc.stderr

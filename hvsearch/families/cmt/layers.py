@@ -37,6 +37,9 @@ class RelPosBias(nn.Module):
 
     At another feature size the table is resized as a function of positions: bicubically over
     the query grid, then over the key grid, so a model built at 224 px runs at 32 px or 160×224.
+    The resize runs at the build size too (where bicubic interpolation is an exact copy): a
+    branch on the size would be traced as a constant, and an exported model would then not run
+    at any other size.
     """
 
     def __init__(self, heads: int, q_size: tuple[int, int], kv_size: tuple[int, int]):
@@ -46,16 +49,12 @@ class RelPosBias(nn.Module):
         self.bias = nn.Parameter(torch.randn(heads, q_size[0] * q_size[1], kv_size[0] * kv_size[1]))
 
     def forward(self, q_size: tuple[int, int], kv_size: tuple[int, int]) -> torch.Tensor:
-        if tuple(q_size) == self.q_size and tuple(kv_size) == self.kv_size:
-            return self.bias
         h, (qh0, qw0), (kh0, kw0) = self.heads, self.q_size, self.kv_size
         nq, nk = q_size[0] * q_size[1], kv_size[0] * kv_size[1]
         b = self.bias.view(h, qh0, qw0, kh0 * kw0).permute(0, 3, 1, 2)
-        if (qh0, qw0) != tuple(q_size):
-            b = F.interpolate(b, size=q_size, mode="bicubic", align_corners=False)
+        b = F.interpolate(b, size=q_size, mode="bicubic", align_corners=False)
         b = b.reshape(h, kh0, kw0, nq).permute(0, 3, 1, 2)
-        if (kh0, kw0) != tuple(kv_size):
-            b = F.interpolate(b, size=kv_size, mode="bicubic", align_corners=False)
+        b = F.interpolate(b, size=kv_size, mode="bicubic", align_corners=False)
         return b.reshape(h, nq, nk)
 
     def extra_repr(self) -> str:
@@ -92,7 +91,10 @@ class CMTAttention(MixerModule):
         k, v = self.kv(r.flatten(2).transpose(1, 2)).view(B, kh * kw, 2, h, d).permute(2, 0, 3, 1, 4).unbind(0)
         bias = None if self.rel_pos is None else self.rel_pos((H, W), (kh, kw)).unsqueeze(0).to(q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        out = self.proj(out.transpose(1, 2).reshape(B, H * W, C))
+        # A copy, then a view: reshape would copy or view by the strides of the attention kernel's
+        # output, which torch.export records from the fused kernel and the ONNX exporter's
+        # decomposition then does not reproduce (a view it cannot take).
+        out = self.proj(out.transpose(1, 2).clone(memory_format=torch.contiguous_format).view(B, H * W, C))
         return out.transpose(1, 2).reshape(B, C, H, W)
 
 
