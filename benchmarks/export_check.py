@@ -39,34 +39,45 @@ from pathlib import Path
 import pandas as pd
 
 
-def latency(model, onnx_path: Path, x, repeats: int = 30, warmup: int = 5, threads: int = 1) -> dict:
-    """PyTorch vs ONNX Runtime on ``x``: median and p90 ms, interleaved, ``threads`` each."""
+def ort_session(path: Path, x, threads: int = 1):
+    """An ONNX Runtime session on ``threads`` intra-op threads, and a call that runs it on ``x``."""
     import onnxruntime as ort
-    import torch
 
-    torch.set_num_threads(threads)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: x.numpy()}
-    times: dict[str, list[float]] = {"torch": [], "ort": []}
+    return lambda: session.run(None, feed)
+
+
+def interleaved(calls: dict, batch: int, threads: int, repeats: int, warmup: int) -> dict:
+    """Median and p90 ms of each call (``<name>_ms``, ``<name>_p90_ms``), the calls taking turns
+    one run at a time so that all see the same machine, with the 1-minute load before and after."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
     load_before = os.getloadavg()[0]
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
+    for i in range(warmup + repeats):
+        for name, call in calls.items():
             t0 = time.perf_counter()
-            model(x)
-            t1 = time.perf_counter()
-            session.run(None, feed)
-            t2 = time.perf_counter()
+            call()
             if i >= warmup:
-                times["torch"].append(1e3 * (t1 - t0))
-                times["ort"].append(1e3 * (t2 - t1))
-    out = {"batch": x.shape[0], "threads": threads, "load_before": load_before, "load_after": os.getloadavg()[0]}
-    for key, values in times.items():
+                times[name].append(1e3 * (time.perf_counter() - t0))
+    out = {"batch": batch, "threads": threads, "load_before": load_before, "load_after": os.getloadavg()[0]}
+    for name, values in times.items():
         values.sort()
-        out[f"{key}_ms"] = statistics.median(values)
-        out[f"{key}_p90_ms"] = values[int(0.9 * (len(values) - 1))]
+        out[f"{name}_ms"] = statistics.median(values)
+        out[f"{name}_p90_ms"] = values[int(0.9 * (len(values) - 1))]
+    return out
+
+
+def latency(model, onnx_path: Path, x, repeats: int = 30, warmup: int = 5, threads: int = 1) -> dict:
+    """PyTorch vs ONNX Runtime on ``x``: median and p90 ms, interleaved, ``threads`` each."""
+    import torch
+
+    torch.set_num_threads(threads)
+    with torch.inference_mode():
+        out = interleaved({"torch": lambda: model(x), "ort": ort_session(onnx_path, x, threads)},
+                          x.shape[0], threads, repeats, warmup)
     out["ort_speedup"] = out["torch_ms"] / out["ort_ms"]
     return out
 
@@ -102,37 +113,6 @@ def latency_of(folder: Path, threads: list[int], out: Path) -> int:
     return 0
 
 
-def ort_pair(path_a: Path, path_b: Path, x, repeats: int = 60, warmup: int = 10, threads: int = 1) -> dict:
-    """ONNX Runtime on two files of one model: median and p90 ms of each, interleaved call by call."""
-    import onnxruntime as ort
-
-    def session(path):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        s = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return s, {s.get_inputs()[0].name: x.numpy()}
-
-    (a, feed_a), (b, feed_b) = session(path_a), session(path_b)
-    times: dict[str, list[float]] = {"a": [], "b": []}
-    load_before = os.getloadavg()[0]
-    for i in range(warmup + repeats):
-        t0 = time.perf_counter()
-        a.run(None, feed_a)
-        t1 = time.perf_counter()
-        b.run(None, feed_b)
-        t2 = time.perf_counter()
-        if i >= warmup:
-            times["a"].append(1e3 * (t1 - t0))
-            times["b"].append(1e3 * (t2 - t1))
-    out = {"batch": x.shape[0], "threads": threads, "load_before": load_before, "load_after": os.getloadavg()[0]}
-    for key, values in times.items():
-        values.sort()
-        out[f"{key}_ms"] = statistics.median(values)
-        out[f"{key}_p90_ms"] = values[int(0.9 * (len(values) - 1))]
-    return out
-
-
 def compare_exporters(seeds: list[str], resolution: int, threads: int, out: Path) -> int:
     """Each seed through the TorchScript-based and the dynamo exporter alone (each export checked
     as ``hvsearch export`` checks it): the seconds each took, the axes each left open, and ONNX
@@ -162,10 +142,9 @@ def compare_exporters(seeds: list[str], resolution: int, threads: int, out: Path
             if len(done) == 2:
                 fixed = not all("batch" in d.meta["dynamic"] for d in done.values())
                 x = torch.randn(2 if fixed else 1, 3, res, res, generator=torch.Generator().manual_seed(0))
-                t = ort_pair(done["torchscript"].path, done["dynamo"].path, x, threads=threads)
-                row.update({k.replace("a_", "torchscript_ort_").replace("b_", "dynamo_ort_") if k[:2] in ("a_", "b_")
-                            else k: v for k, v in t.items()})
-                row["dynamo_over_torchscript"] = t["b_ms"] / t["a_ms"]
+                row.update(interleaved({f"{e}_ort": ort_session(d.path, x, threads) for e, d in done.items()},
+                                       x.shape[0], threads, repeats=60, warmup=10))
+                row["dynamo_over_torchscript"] = row["dynamo_ort_ms"] / row["torchscript_ort_ms"]
             rows.append(row)
             print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
     out.mkdir(parents=True, exist_ok=True)

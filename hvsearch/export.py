@@ -93,15 +93,13 @@ def export(ref: str, fmt: str, out: str | Path = "exports", resolution: int | No
     if fmt == "onnx":
         exporter, got, probe, expected, dynamic = _onnx(model, example, check, path, exporter)
         if not dynamic:
-            declaring = sorted({getattr(p, "type", type(p).__name__) for p in _parts(spec)
-                                if "batch" in p.fixed_export_axes()})
-            why = (f"its {', '.join(declaring)} part declares the batch fixed" if declaring
+            declaring = _declaring(spec, "batch")
+            why = (f"its {declaring} part declares the batch fixed" if declaring
                    else "no exporter could make it dynamic")
             say(f"  {path.name}: the batch is fixed at {example.shape[0]} ({why})")
         elif "height" not in dynamic:
-            declaring = sorted({getattr(p, "type", type(p).__name__) for p in _parts(spec)
-                                if "height" in p.fixed_export_axes()})
-            why = (f"its {', '.join(declaring)} part is built for one feature size" if declaring
+            declaring = _declaring(spec, "height")
+            why = (f"its {declaring} part is built for one feature size" if declaring
                    else "no exporter could leave it open")
             say(f"  {path.name}: the input size is fixed at {res} px ({why})")
     elif fmt == "torchscript":
@@ -163,7 +161,7 @@ def _require(module: str, package: str):
 # What an ONNX file may leave open, most first: the batch and the spatial size, the batch, nothing.
 ONNX_DYNAMIC = (("batch", "height", "width"), ("batch",), ())
 # --exporter: which of torch.onnx's exporters to try (dynamo=...), in order. The TorchScript-based
-# one goes first in "auto": on the seeds it succeeds on it is 8-20x faster (CMT at 64 px with a
+# one goes first in "auto": on the seeds it succeeds on it is 4-30x faster (CMT at 64 px with a
 # dynamic size: 2.7 s against 80 s, the dynamo exporter's symbolic shapes being the cost) and its
 # files ran as fast or faster in ONNX Runtime (README, Export); Hire-MLP's and TransXNet's models
 # need the dynamo one, which then follows. A future torch without the TorchScript-based exporter
@@ -176,18 +174,16 @@ def _onnx(model, example, check, path: Path, exporter: str = "auto"):
 
     Tried in the order of :data:`ONNX_DYNAMIC`, each with the exporters ``exporter`` names
     (:data:`ONNX_EXPORTERS`: ``auto`` is the TorchScript-based one, then dynamo). An attempt
-    counts only if ONNX Runtime reproduces PyTorch within the tolerance on an input the export did not see: a batch of another size and, for a dynamic
-    spatial size, 32 px more on each side (an exporter that bakes a shape-dependent constant into
-    the graph runs there and gives wrong numbers, which this catches). Spatial sizes stay dynamic
-    only where the model allows it. Axes a part declares fixed (``fixed_export_axes``: Hire-MLP's
+    counts only if ONNX Runtime reproduces PyTorch within the tolerance on an input the export did
+    not see: a batch of another size and, for a dynamic spatial size, 32 px more on each side (an
+    exporter that bakes a shape-dependent constant into the graph runs there and gives wrong
+    numbers, which this catches). Spatial sizes stay dynamic only where the model allows it. Axes a part declares fixed (``fixed_export_axes``: Hire-MLP's
     regions fix the size, TransXNet's IDConv the batch, its per-sample kernels running as one
     convolution of B·C groups) are not tried."""
     import torch
 
     _require("onnx", "onnx")
     ort = _require("onnxruntime", "onnxruntime")
-    if exporter not in ONNX_EXPORTERS:
-        raise ExportError(f"--exporter must be one of {', '.join(ONNX_EXPORTERS)}, got {exporter!r}")
     errors: dict[str, str] = {}  # the last error of each exporter
     fixed = _fixed_axes(getattr(model, "spec", None))
     for dynamic in [d for d in ONNX_DYNAMIC if not fixed & set(d)] or [()]:
@@ -216,7 +212,6 @@ def _onnx(model, example, check, path: Path, exporter: str = "auto"):
                 return name, got, probe, expected, list(dynamic)
             errors[label] = (f"with {'dynamic ' + ', '.join(dynamic) if dynamic else 'fixed shapes'} it differs "
                              f"from PyTorch by {diff:.3g}")
-    _external_data(path).unlink(missing_ok=True)
     why = "; ".join(f"{k}: {v}" for k, v in errors.items())
     other = "" if exporter == "auto" else " (--exporter auto tries both)"
     raise ExportError(f"{path.stem}: ONNX export failed at fixed shapes too ({why}){other}; --format torchscript "
@@ -233,6 +228,12 @@ def _fixed_axes(spec) -> set[str]:
     if spec is None:
         return set()
     return set().union(*(p.fixed_export_axes() for p in _parts(spec)))
+
+
+def _declaring(spec, axis: str) -> str:
+    """The types of the parts of ``spec`` that declare ``axis`` fixed, comma-separated ('' if none)."""
+    return ", ".join(sorted({getattr(p, "type", type(p).__name__) for p in _parts(spec)
+                             if axis in p.fixed_export_axes()}))
 
 
 def _parts(spec) -> list:
