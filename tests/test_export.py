@@ -1,6 +1,7 @@
 """``hvsearch export``: every format written, loaded back by its own runtime (ONNX Runtime,
 torch.jit.load, timm) and checked against PyTorch; a study trial exported with the weights its
 checkpoint kept; bad input in one line."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 import timm
 import torch
 
+from hvsearch.arch import ModelSpec
 from hvsearch.export import export
 from hvsearch.families import family
 from hvsearch.models import HybridBackbone, get_seed, seed_names
@@ -49,10 +51,22 @@ def test_every_format_round_trips(arch_file, tmp_path, fmt):
         assert model(x).shape == (5, 10)
 
 
+def _one_block_per_stage(seed: str, folder) -> str:
+    """``seed``'s architecture with each stage cut to one block: every layer the seed has, in the
+    graph once (the export's time is the graph's size: transxnet_t's 18 blocks take ~60 s through
+    dynamo, one per stage ~12 s). Every whole seed is exported by benchmarks/export_check.py."""
+    spec = get_seed(seed).spec
+    spec = spec.replace(stages=tuple(dataclasses.replace(s, depth=1) for s in spec.stages), name=f"{seed}_1")
+    folder.mkdir()
+    return str(spec.validate().save(folder / f"{seed}_1.yaml"))
+
+
 @pytest.mark.parametrize("seed", SMALLEST)
-def test_one_seed_per_family_round_trips_through_onnx_runtime(seed, tmp_path):
+def test_one_seed_per_family_a_block_per_stage_round_trips_through_onnx_runtime(seed, tmp_path):
     lines: list[str] = []
-    done = export(seed, "onnx", out=tmp_path, resolution=32, say=lines.append)
+    arch = _one_block_per_stage(seed, tmp_path / "arch")
+    out = tmp_path / "out"
+    done = export(arch, "onnx", out=out, resolution=32, say=lines.append)
     assert done.meta["max_abs_diff"] <= 1e-4 and done.meta["input_size"] == [3, 32, 32]
     session = ort.InferenceSession(str(done.path), providers=["CPUExecutionProvider"])
     # Every checked attempt is kept, most dynamic first: CMT, Container and ConvMLP run at any size a
@@ -64,7 +78,7 @@ def test_one_seed_per_family_round_trips_through_onnx_runtime(seed, tmp_path):
     # auto tries the TorchScript-based exporter first; Hire-MLP's and TransXNet's need dynamo
     assert done.meta["exporter"] == ("torch.onnx dynamo" if family_ in ("hire", "transxnet")
                                      else "torch.onnx (TorchScript-based)")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{done.path.stem}{s}" for s in (".onnx", ".yaml", ".json"))
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{done.path.stem}{s}" for s in (".onnx", ".yaml", ".json"))
     fixed_batch = [line for line in lines if "the batch is fixed" in line]
     assert fixed_batch == ([f"  {done.path.name}: the batch is fixed at 2 (its dmixer part declares the batch "
                             "fixed)"] if not expected else [])
@@ -76,11 +90,23 @@ def test_one_seed_per_family_round_trips_through_onnx_runtime(seed, tmp_path):
             torch.testing.assert_close(got, done.model(x), rtol=0, atol=1e-4)
 
 
+@pytest.fixture
+def one_attention_file(tmp_path):
+    """The tiny hybrid with CMT attention (spatial reduction 2, relative-position bias) in its
+    second stage only and ConvMLP's conv blocks in the others: dynamo with symbolic sizes spends
+    ~8 s on each attention block (the whole tiny hybrid: ~40 s)."""
+    d = tiny_spec(name="tiny_export").to_dict()
+    for i in (0, 2, 3):
+        d["stages"][i].update(mixer={"type": "conv_bottleneck"}, ffn={"type": "none"})
+    return ModelSpec.from_dict(d).save(tmp_path / "tiny_export.yaml")
+
+
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
-def test_either_exporter_writes_one_self_contained_file_of_any_size(arch_file, tmp_path, exporter):
+def test_either_exporter_writes_one_self_contained_file_of_any_size(one_attention_file, tmp_path, exporter):
     """CMT attention through both exporters, batch and size left open (64 px: at the 32-px minimum
     the last map is 1x1, and torch.export specialises a size of 1). The dynamo exporter's weights
     go inside the .onnx (external_data=False), so the file alone is the model."""
+    arch_file = one_attention_file
     lines: list[str] = []
     done = export(str(arch_file), "onnx", out=tmp_path, resolution=64, exporter=exporter, say=lines.append)
     assert done.meta["exporter"] == {"dynamo": "torch.onnx dynamo", "torchscript": "torch.onnx (TorchScript-based)"}[exporter]
