@@ -118,7 +118,7 @@ def test_mixup_cifar_and_image_folder_runs(tmp_path):
         train_proxy(tiny_spec(), QUICK, folder.replace(root=str(tmp_path / "none")))
 
 
-def test_tiny_hybrid_learns_the_default_set_and_a_linear_probe_does_not():
+def test_tiny_hybrid_learns_the_default_set_and_a_linear_probe_does_not(all_cores):
     """336 steps (4 epochs of 84 batches of 64) of a 0.1 M-parameter CMT-style hybrid on the
     embedded default (chance 10 %). Measured on the development machine (training seeds 0, 1, 2):
     68.2 / 66.2 / 55.7 % val top-1 after epoch 1 and 100.0 / 99.8 / 100.0 % after epoch 4; the
