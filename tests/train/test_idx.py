@@ -208,7 +208,8 @@ def test_tiny_hybrid_beats_the_pixel_probe_on_real_fashion_mnist(all_cores):
     top-1 for the hybrid with train seed 0 (seed 1: 88.73 %; on 2 threads, as here, seed 0:
     88.68 % in 44 s, idle machine); 84.67 % for the pixel linear probe (L2 0.01, the best of its
     default strengths on this subset; 87.7 % on its training images) in ~6 s. Fashion-MNIST's
-    pixels are close to linearly separable, so the margin is 4 points, not more; the thresholds leave 1.5 points of slack."""
+    pixels are close to linearly separable, so the margin is 4 points, not more; the thresholds
+    leave 1.5 points of slack."""
     if not REAL.is_dir():
         pytest.skip(f"{REAL} is absent (the Debian package dataset-fashion-mnist is not installed)")
     data = DataConfig(name="fashion_mnist", root=str(REAL), val_split=0.1)
