@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from hvsearch.arch import TOTAL_STRIDE
 from hvsearch.errors import ExportError, MissingDependencyError
 
 FORMATS = ("onnx", "torchscript", "safetensors")
@@ -178,14 +179,19 @@ def _onnx(model, example, check, path: Path, exporter: str = "auto"):
     not see: a batch of another size and, for a dynamic spatial size, 32 px more on each side (an
     exporter that bakes a shape-dependent constant into the graph runs there and gives wrong
     numbers, which this catches). Spatial sizes stay dynamic only where the model allows it. Axes a part declares fixed (``fixed_export_axes``: Hire-MLP's
-    regions fix the size, TransXNet's IDConv the batch, its per-sample kernels running as one
-    convolution of B·C groups) are not tried."""
+    regions fix the size) are not tried, and neither is an axis through dynamo whose size in
+    ``example`` is 1 (a batch of 1, a last feature map of 1 px). Modules with another formulation for what an attempt leaves
+    open switch to it for the attempt (``export_impls``: TransXNet's IDConv, see ``apply_impl``)."""
     import torch
 
     _require("onnx", "onnx")
     ort = _require("onnxruntime", "onnxruntime")
     errors: dict[str, str] = {}  # the last error of each exporter
     fixed = _fixed_axes(getattr(model, "spec", None))
+    ones = ({"batch"} if example.shape[0] == 1 else set()) | \
+        ({"height", "width"} if min(example.shape[2:]) < 2 * TOTAL_STRIDE else set())
+    ones_why = " and ".join(([f"a batch of {example.shape[0]}"] if "batch" in ones else []) +
+                            ([f"a last feature map of 1 px at {min(example.shape[2:])} px"] if "height" in ones else []))
     for dynamic in [d for d in ONNX_DYNAMIC if not fixed & set(d)] or [()]:
         probe = _probe(example, check, dynamic)
         try:
@@ -197,8 +203,13 @@ def _onnx(model, example, check, path: Path, exporter: str = "auto"):
         for dynamo in ONNX_EXPORTERS[exporter]:
             name = "torch.onnx dynamo" if dynamo else "torch.onnx (TorchScript-based)"
             label = "dynamo exporter" if dynamo else "TorchScript-based exporter"
+            if dynamo and ones & set(dynamic):
+                # torch.export specialises a dimension of size 1: the attempt would fail after
+                # tracing the whole model (TransXNet at 32 px: 22 s)
+                errors[label] = f"torch.export fixes a size of 1 ({ones_why})"
+                continue
             try:
-                with _quiet():
+                with _quiet(), _export_impls(model, dynamic):
                     _onnx_export(model, example, path, dynamic, dynamo)
                     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
                     got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: probe.numpy()})[0])
@@ -216,6 +227,25 @@ def _onnx(model, example, check, path: Path, exporter: str = "auto"):
     other = "" if exporter == "auto" else " (--exporter auto tries both)"
     raise ExportError(f"{path.stem}: ONNX export failed at fixed shapes too ({why}){other}; --format torchscript "
                       "or safetensors works for this architecture")
+
+
+@contextlib.contextmanager
+def _export_impls(model, dynamic: tuple[str, ...]):
+    """Modules with another formulation for an export that leaves ``dynamic`` open (their
+    ``export_impls(dynamic)``: attribute -> value, e.g. TransXNet's IDConv applying per-sample
+    kernels without folding the batch into conv groups) switched to it for the attempt, and back."""
+    saved = []
+    try:
+        for m in model.modules():
+            choose = getattr(m, "export_impls", None)
+            if callable(choose):
+                for attr, value in choose(frozenset(dynamic)).items():
+                    saved.append((m, attr, getattr(m, attr)))
+                    setattr(m, attr, value)
+        yield
+    finally:
+        for m, attr, value in reversed(saved):
+            setattr(m, attr, value)
 
 
 def _external_data(path: Path) -> Path:

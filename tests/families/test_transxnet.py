@@ -60,6 +60,26 @@ def test_idconv_dynamic_conv_equals_per_sample_loop():
     assert (weight[0] - weight[1]).abs().max() > 0.1 * weight.abs().max()
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_idconv_block_diagonal_form_equals_the_grouped_one(batch):
+    """The export's form for a dynamic batch (one conv of C groups, B×B diagonal kernel blocks)
+    gives the grouped conv's numbers, forward and backward, and only export attempts switch to it."""
+    m = IDConv(dim=8, kernel=3, groups=3).eval()
+    _randomise_bn(m)
+    _sharpen(m)
+    x = torch.randn(batch, 8, 5, 6, requires_grad=True)
+    outs, grads = [], []
+    for impl in ("grouped", "blockdiag"):
+        m.apply_impl = impl
+        out = m(x)
+        outs.append(out)
+        grads.append(torch.autograd.grad(out.square().sum(), x)[0])
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=1e-5)
+    assert m.export_impls(frozenset({"batch"})) == {"apply_impl": "blockdiag"}
+    assert m.export_impls(frozenset()) == {"apply_impl": "grouped"}
+
+
 def test_idconv_kernels_match_separate_squeeze_calls():
     # The reference squeezes the pooled map and the global mean in two calls; one call over both
     # must give the same mix in eval mode.

@@ -62,11 +62,6 @@ class DMixerConfig(Component):
     kernel: int = 7
     rel_pos: bool = True
 
-    def fixed_export_axes(self) -> frozenset[str]:
-        # IDConv runs each sample's kernels as one convolution of B·C groups, and ONNX's `group`
-        # is a constant; with one kernel (G = 1) it is a static depthwise conv
-        return frozenset({"batch"}) if self.groups > 1 else frozenset()
-
     def kv_size(self, size: int) -> int:
         """OSRA's key/value map size along one axis for a ``size``-pixel feature axis."""
         if self.sr_ratio == 1:

@@ -42,6 +42,13 @@ class IDConv(nn.Module):
         self.weight = nn.Parameter(torch.empty(groups, dim, kernel, kernel))
         self.bias = nn.Parameter(torch.empty(groups, dim))
         self.mix_impl = "mulsum"  # or "einsum": the same sums (see dynamic_kernels)
+        # How each sample's kernels are applied: "grouped", the batch folded into the channels as
+        # one depthwise conv of B·C groups (the fastest; training and PyTorch inference), or
+        # "blockdiag", one conv of C groups whose B×B kernel blocks are diagonal (sample b's kernel
+        # on the diagonal, zeros elsewhere): the same sums, and the only form whose conv `group` —
+        # a constant in ONNX — does not depend on the batch, so an export can leave the batch open
+        # (at batch B it multiplies B× as many zeros; see README, Export).
+        self.apply_impl = "grouped"
         if groups > 1:
             squeeze = dim // IDCONV_REDUCTION
             self.pool = nn.AdaptiveAvgPool2d(kernel)
@@ -76,10 +83,20 @@ class IDConv(nn.Module):
         if self.groups == 1:
             return F.conv2d(x, self.weight.view(C, 1, K, K), self.bias.view(C), padding=K // 2, groups=C)
         weight, bias = self.dynamic_kernels(x)
+        if self.apply_impl == "blockdiag":
+            eye = torch.eye(B, dtype=x.dtype, device=x.device)
+            blocks = (weight.transpose(0, 1).unsqueeze(2) * eye.view(1, B, B, 1, 1)).reshape(C * B, B, K, K)
+            out = F.conv2d(x.transpose(0, 1).reshape(1, C * B, H, W), blocks, bias.transpose(0, 1).reshape(C * B),
+                           padding=K // 2, groups=C)
+            return out.view(C, B, H, W).transpose(0, 1)
         # Folding the batch into the channels makes every sample's kernels one grouped conv.
         out = F.conv2d(x.reshape(1, B * C, H, W), weight.reshape(B * C, 1, K, K), bias.reshape(B * C),
                        padding=K // 2, groups=B * C)
         return out.view(B, C, H, W)
+
+    def export_impls(self, dynamic: frozenset[str]) -> dict[str, str]:
+        """The implementation an ONNX export leaving ``dynamic`` open needs (see ``apply_impl``)."""
+        return {"apply_impl": "blockdiag" if "batch" in dynamic else "grouped"}
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, kernel={self.kernel}, groups={self.groups}"
