@@ -24,6 +24,12 @@ alone: the seconds each export took (with its check), the axes each left open, a
 on the two files interleaved (``--out/exporters.csv``); the evidence for ``--exporter auto``'s order:
 
     python benchmarks/export_check.py --compare-exporters --resolution 0 --seeds cmt_ti container_light convmlp_s
+
+``--compare-idconv`` times what leaving TransXNet's batch open costs: ONNX Runtime on a file with
+the batch open (IDConv's block-diagonal form) against one fixed at each ``--batches`` (its grouped
+form), interleaved at that batch (``--out/idconv.csv``):
+
+    python benchmarks/export_check.py --compare-idconv --seeds transxnet_t --resolution 0 --batches 1 8
 """
 from __future__ import annotations
 
@@ -153,6 +159,53 @@ def compare_exporters(seeds: list[str], resolution: int, threads: int, out: Path
     return 0
 
 
+def compare_idconv(seeds: list[str], resolution: int, batches: list[int], threads: int, out: Path) -> int:
+    """TransXNet's IDConv in an ONNX file with the batch open (its block-diagonal form: one conv
+    of C groups, B×B diagonal kernel blocks) against a file fixed at that batch (its grouped form:
+    one conv of B·C groups), both through the dynamo exporter at a fixed size, ONNX Runtime on
+    both interleaved at each batch, each file checked against PyTorch. Into ``--out/idconv.csv``."""
+    import torch
+
+    from hvsearch.export import _export_impls, _onnx_export
+    from hvsearch.models import HybridBackbone, get_seed
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hvs-idconv-") as tmp:
+        for seed in seeds:
+            spec = get_seed(seed).spec
+            res = resolution or spec.resolution
+            model = HybridBackbone(spec).eval()
+            gen = torch.Generator().manual_seed(0)
+            files, export_s = {}, {}
+
+            def write(name, example, dynamic):
+                t0 = time.monotonic()
+                with _export_impls(model, dynamic):
+                    _onnx_export(model, example, Path(tmp) / f"{name}.onnx", dynamic, dynamo=True)
+                export_s[name] = round(time.monotonic() - t0, 1)
+                files[name] = Path(tmp) / f"{name}.onnx"
+
+            write("open", torch.randn(2, 3, res, res, generator=gen), ("batch",))
+            for batch in batches:
+                x = torch.randn(batch, 3, res, res, generator=gen)
+                write(f"fixed{batch}", x, ())
+                calls = {"blockdiag": ort_session(files["open"], x, threads),
+                         "grouped": ort_session(files[f"fixed{batch}"], x, threads)}
+                with torch.no_grad():
+                    expected = model(x)
+                diff = max(float((torch.from_numpy(call()[0]) - expected).abs().max()) for call in calls.values())
+                row = {"seed": seed, "resolution": res, "max_abs_diff": diff,
+                       "blockdiag_export_s": export_s["open"], "grouped_export_s": export_s[f"fixed{batch}"],
+                       **interleaved(calls, batch, threads, repeats=30 if batch == 1 else 10, warmup=3)}
+                row["blockdiag_over_grouped"] = row["blockdiag_ms"] / row["grouped_ms"]
+                rows.append(row)
+                print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out / "idconv.csv", index=False)
+    print(f"written {out / 'idconv.csv'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", nargs="+", help="default: every seed")
@@ -165,8 +218,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, nargs="+", default=[1], help="thread counts for the timing (default 1)")
     p.add_argument("--compare-exporters", action="store_true", help="each seed through both ONNX exporters: "
                    "export seconds and ONNX Runtime latency of the two files (--seeds, --resolution, --threads)")
+    p.add_argument("--compare-idconv", action="store_true", help="TransXNet: ONNX Runtime on a file with the "
+                   "batch open (IDConv's block-diagonal form) vs one fixed at each --batches (--seeds, default "
+                   "the TransXNet seeds; --resolution, 0 for each seed's own; --threads)")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batches for --compare-idconv")
     p.add_argument("--out", type=Path, default=Path("results/benchmarks/export"))
     args = p.parse_args(argv)
+    if args.compare_idconv:
+        from hvsearch.models import get_seed, seed_names
+
+        seeds = args.seeds or [s for s in seed_names() if get_seed(s).family == "transxnet"]
+        return compare_idconv(seeds, args.resolution, args.batches, args.threads[0], args.out)
     if args.compare_exporters:
         from hvsearch.models import seed_names
 
