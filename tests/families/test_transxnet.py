@@ -159,10 +159,6 @@ def test_rel_pos_is_zero_initialised_and_sized_for_the_build_resolution():
     assert rel.bias.shape == (2, 196, 16)
     assert rel.bias.abs().sum() == 0
     assert DMixer.build_shared(DMixerConfig(heads=2, sr_ratio=4, rel_pos=False), 32, _ctx(32)) is None
-    # resized at the build size too (no size branch an export would freeze): an exact copy there
-    with torch.no_grad():
-        rel.bias.normal_()
-    assert torch.equal(rel(196, 16), rel.bias)
 
 
 @pytest.mark.parametrize("size", [(14, 14), (11, 9)])

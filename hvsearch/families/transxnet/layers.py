@@ -102,7 +102,7 @@ class IDConv(nn.Module):
         return f"dim={self.dim}, kernel={self.kernel}, groups={self.groups}"
 
 
-@register_notrace_module  # FX: a leaf (its resize takes the run-time size)
+@register_notrace_module  # FX: a leaf (it branches on the run-time size)
 class RelPosEncoding(nn.Module):
     """OSRA's learnable additive attention bias, one per (head, query, key) at the build size.
 
@@ -117,9 +117,8 @@ class RelPosEncoding(nn.Module):
         self.bias = nn.Parameter(torch.zeros(heads, num_q, num_kv))
 
     def forward(self, num_q: int, num_kv: int) -> torch.Tensor:
-        # Resized at the build size too, where bicubic interpolation is an exact copy: a branch on
-        # the size would be traced as a constant, and a model exported at its own resolution would
-        # then not run at any other size (as CMT's RelPosBias).
+        if self.bias.shape[1] == num_q and self.bias.shape[2] == num_kv:
+            return self.bias
         return F.interpolate(self.bias.unsqueeze(0), size=(num_q, num_kv), mode="bicubic",
                              align_corners=False).squeeze(0)
 
