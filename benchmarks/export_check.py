@@ -88,6 +88,19 @@ def latency(model, onnx_path: Path, x, repeats: int = 30, warmup: int = 5, threa
     return out
 
 
+def _progress(row: dict) -> None:
+    """One finished row on the console, floats to 3 significant digits (a 2e-07 difference stays
+    visible)."""
+    print({k: (float(f"{v:.3g}") if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+
+
+def _written(rows: list[dict], path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    print(f"written {path}")
+    return 0
+
+
 def latency_of(folder: Path, threads: list[int], out: Path) -> int:
     """Time every ``<name>.onnx`` in ``folder`` (with its ``.yaml`` and ``.json``) against PyTorch."""
     import json
@@ -113,10 +126,7 @@ def latency_of(folder: Path, threads: list[int], out: Path) -> int:
             rows.append(row)
             print(f"{path.stem:16s} {n} thread(s) batch {batch}: torch {row['torch_ms']:8.2f} ms, onnxruntime "
                   f"{row['ort_ms']:8.2f} ms ({row['ort_speedup']:.2f}x), load {row['load_before']:.2f}", flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(out / "latency.csv", index=False)
-    print(f"written {out / 'latency.csv'}")
-    return 0
+    return _written(rows, out / "latency.csv")
 
 
 def compare_exporters(seeds: list[str], resolution: int, threads: int, out: Path) -> int:
@@ -152,11 +162,8 @@ def compare_exporters(seeds: list[str], resolution: int, threads: int, out: Path
                                        x.shape[0], threads, repeats=60, warmup=10))
                 row["dynamo_over_torchscript"] = row["dynamo_ort_ms"] / row["torchscript_ort_ms"]
             rows.append(row)
-            print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(out / "exporters.csv", index=False)
-    print(f"written {out / 'exporters.csv'}")
-    return 0
+            _progress(row)
+    return _written(rows, out / "exporters.csv")
 
 
 def compare_idconv(seeds: list[str], resolution: int, batches: list[int], threads: int, out: Path) -> int:
@@ -176,34 +183,29 @@ def compare_idconv(seeds: list[str], resolution: int, batches: list[int], thread
             res = resolution or spec.resolution
             model = HybridBackbone(spec).eval()
             gen = torch.Generator().manual_seed(0)
-            files, export_s = {}, {}
 
-            def write(name, example, dynamic):
-                t0 = time.monotonic()
+            def write(name, example, dynamic) -> tuple[Path, float]:
+                """The file and the seconds its export took."""
+                path, t0 = Path(tmp) / f"{name}.onnx", time.monotonic()
                 with _export_impls(model, dynamic):
-                    _onnx_export(model, example, Path(tmp) / f"{name}.onnx", dynamic, dynamo=True)
-                export_s[name] = round(time.monotonic() - t0, 1)
-                files[name] = Path(tmp) / f"{name}.onnx"
+                    _onnx_export(model, example, path, dynamic, dynamo=True)
+                return path, round(time.monotonic() - t0, 1)
 
-            write("open", torch.randn(2, 3, res, res, generator=gen), ("batch",))
+            open_path, open_s = write("open", torch.randn(2, 3, res, res, generator=gen), ("batch",))
             for batch in batches:
                 x = torch.randn(batch, 3, res, res, generator=gen)
-                write(f"fixed{batch}", x, ())
-                calls = {"blockdiag": ort_session(files["open"], x, threads),
-                         "grouped": ort_session(files[f"fixed{batch}"], x, threads)}
+                fixed_path, fixed_s = write(f"fixed{batch}", x, ())
+                calls = {"blockdiag": ort_session(open_path, x, threads), "grouped": ort_session(fixed_path, x, threads)}
                 with torch.no_grad():
                     expected = model(x)
                 diff = max(float((torch.from_numpy(call()[0]) - expected).abs().max()) for call in calls.values())
                 row = {"seed": seed, "resolution": res, "max_abs_diff": diff,
-                       "blockdiag_export_s": export_s["open"], "grouped_export_s": export_s[f"fixed{batch}"],
+                       "blockdiag_export_s": open_s, "grouped_export_s": fixed_s,
                        **interleaved(calls, batch, threads, repeats=30 if batch == 1 else 10, warmup=3)}
                 row["blockdiag_over_grouped"] = row["blockdiag_ms"] / row["grouped_ms"]
                 rows.append(row)
-                print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(out / "idconv.csv", index=False)
-    print(f"written {out / 'idconv.csv'}")
-    return 0
+                _progress(row)
+    return _written(rows, out / "idconv.csv")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -178,20 +178,18 @@ def _onnx(model, example, check, path: Path, exporter: str = "auto"):
     counts only if ONNX Runtime reproduces PyTorch within the tolerance on an input the export did
     not see: a batch of another size and, for a dynamic spatial size, 32 px more on each side (an
     exporter that bakes a shape-dependent constant into the graph runs there and gives wrong
-    numbers, which this catches). Spatial sizes stay dynamic only where the model allows it. Axes a part declares fixed (``fixed_export_axes``: Hire-MLP's
-    regions fix the size) are not tried, and neither is an axis through dynamo whose size in
-    ``example`` is 1 (a batch of 1, a last feature map of 1 px). Modules with another formulation for what an attempt leaves
-    open switch to it for the attempt (``export_impls``: TransXNet's IDConv, see ``apply_impl``)."""
+    numbers, which this catches). Spatial sizes stay dynamic only where the model allows it.
+    Axes a part declares fixed (``fixed_export_axes``: Hire-MLP's regions fix the size) are not
+    tried, and neither is an axis through dynamo whose size in ``example`` is 1 (a batch of 1, a
+    last feature map of 1 px). Modules with another formulation for what an attempt leaves open
+    switch to it for the attempt (``export_impls``: TransXNet's IDConv, see ``apply_impl``)."""
     import torch
 
     _require("onnx", "onnx")
     ort = _require("onnxruntime", "onnxruntime")
     errors: dict[str, str] = {}  # the last error of each exporter
     fixed = _fixed_axes(getattr(model, "spec", None))
-    ones = ({"batch"} if example.shape[0] == 1 else set()) | \
-        ({"height", "width"} if min(example.shape[2:]) < 2 * TOTAL_STRIDE else set())
-    ones_why = " and ".join(([f"a batch of {example.shape[0]}"] if "batch" in ones else []) +
-                            ([f"a last feature map of 1 px at {min(example.shape[2:])} px"] if "height" in ones else []))
+    ones = _size_one_axes(example)
     for dynamic in [d for d in ONNX_DYNAMIC if not fixed & set(d)] or [()]:
         probe = _probe(example, check, dynamic)
         try:
@@ -203,10 +201,10 @@ def _onnx(model, example, check, path: Path, exporter: str = "auto"):
         for dynamo in ONNX_EXPORTERS[exporter]:
             name = "torch.onnx dynamo" if dynamo else "torch.onnx (TorchScript-based)"
             label = "dynamo exporter" if dynamo else "TorchScript-based exporter"
-            if dynamo and ones & set(dynamic):
+            if dynamo and ones.keys() & set(dynamic):
                 # torch.export specialises a dimension of size 1: the attempt would fail after
                 # tracing the whole model (TransXNet at 32 px: 22 s)
-                errors[label] = f"torch.export fixes a size of 1 ({ones_why})"
+                errors[label] = f"torch.export fixes a size of 1 ({'; '.join(sorted(set(ones.values())))})"
                 continue
             try:
                 with _quiet(), _export_impls(model, dynamic):
@@ -227,6 +225,15 @@ def _onnx(model, example, check, path: Path, exporter: str = "auto"):
     other = "" if exporter == "auto" else " (--exporter auto tries both)"
     raise ExportError(f"{path.stem}: ONNX export failed at fixed shapes too ({why}){other}; --format torchscript "
                       "or safetensors works for this architecture")
+
+
+def _size_one_axes(example) -> dict[str, str]:
+    """The axes of ``example`` whose size, or whose last feature map's size, is 1: axis -> why."""
+    b, _, h, w = example.shape
+    ones = {"batch": f"a batch of {b}"} if b == 1 else {}
+    if min(h, w) < 2 * TOTAL_STRIDE:
+        ones |= dict.fromkeys(("height", "width"), f"a last feature map of 1 px at {min(h, w)} px")
+    return ones
 
 
 @contextlib.contextmanager

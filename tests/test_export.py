@@ -105,9 +105,8 @@ def test_either_exporter_writes_one_self_contained_file_of_any_size(one_attentio
     """CMT attention through both exporters, batch and size left open (64 px: at the 32-px minimum
     the last map is 1x1, and torch.export specialises a size of 1). The dynamo exporter's weights
     go inside the .onnx (external_data=False), so the file alone is the model."""
-    arch_file = one_attention_file
     lines: list[str] = []
-    done = export(str(arch_file), "onnx", out=tmp_path, resolution=64, exporter=exporter, say=lines.append)
+    done = export(str(one_attention_file), "onnx", out=tmp_path, resolution=64, exporter=exporter, say=lines.append)
     assert done.meta["exporter"] == {"dynamo": "torch.onnx dynamo", "torchscript": "torch.onnx (TorchScript-based)"}[exporter]
     assert done.meta["dynamic"] == ["batch", "height", "width"] and not any("fixed" in line for line in lines)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny_export.json", "tiny_export.onnx", "tiny_export.yaml"]

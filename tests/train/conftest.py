@@ -1,8 +1,6 @@
 """Fixtures for the training tests: a private synthetic-data cache, one torch thread (tiny models
 on tiny batches: more threads only add their start-up), every core for the two tests that train
 long enough for threads to pay, and IDX lookups blind to installed data sets."""
-import os
-
 import pytest
 
 
@@ -29,7 +27,9 @@ def all_cores(_one_thread):
     Fashion-MNIST test takes 52 s on 2 cores, 78 s on one."""
     import torch
 
-    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    from hvsearch.latency import cpus
+
+    torch.set_num_threads(cpus())
 
 
 @pytest.fixture
