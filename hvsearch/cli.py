@@ -476,6 +476,11 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
                    help="torch.onnx's exporter for --format onnx: auto (default) tries the TorchScript-based "
                    "one, then dynamo")
+    p.add_argument("--batch", type=int, metavar="N",
+                   help="--format onnx: fix the file's batch at N (default: open, any batch runs)")
+    p.add_argument("--fixed-size", action="store_true",
+                   help="--format onnx: fix the file's input size at --resolution (default: open where the model "
+                   "allows it)")
 
 
 @command("export", help="write an architecture as ONNX, TorchScript or safetensors, checked against PyTorch")
@@ -485,7 +490,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from hvsearch.export import export
 
     export(args.arch, args.format, out=args.out, resolution=args.resolution, storage=args.storage,
-           exporter=args.exporter)
+           exporter=args.exporter, batch=args.batch, fixed_size=args.fixed_size)
     return 0
 
 

@@ -8,7 +8,7 @@ freshly initialised otherwise; the summary says which.
 Written to ``--out`` (default ``exports/``), named after the architecture:
 
 * the model file: ``<name>.onnx`` (dynamic batch, and dynamic spatial size where the model allows
-  it; opset 18; one file, weights inside; ``--exporter auto`` tries torch.onnx's TorchScript-based
+  it, unless ``--batch N`` fixes the batch or ``--fixed-size`` the size; opset 18; one file, weights inside; ``--exporter auto`` tries torch.onnx's TorchScript-based
   exporter, then the dynamo one), ``<name>.pt`` (``torch.jit.script``) or ``<name>.safetensors`` (the
   state dict, loadable by ``timm.create_model("hvs_arch", arch="<name>.yaml", pretrained=True,
   pretrained_cfg_overlay=dict(file="<name>.safetensors"))``);
@@ -52,13 +52,24 @@ class Exported:
 
 def export(ref: str, fmt: str, out: str | Path = "exports", resolution: int | None = None,
            storage: str | None = None, studies_dir: str = "studies",
-           say: Callable[[str], None] = print, exporter: str = "auto") -> Exported:
+           say: Callable[[str], None] = print, exporter: str = "auto", batch: int | None = None,
+           fixed_size: bool = False) -> Exported:
+    """Export ``ref`` (see the module docstring). ``batch`` fixes an ONNX file's batch at that size
+    and ``fixed_size`` its spatial size at the export's resolution (both open by default, where the
+    model allows it): a fixed-shape file can be faster (TransXNet's IDConv at large batches) and is
+    what some runtimes ask for."""
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if exporter not in ONNX_EXPORTERS:
         raise ExportError(f"--exporter must be one of {', '.join(ONNX_EXPORTERS)}, got {exporter!r}")
     if exporter != "auto" and fmt != "onnx":
         raise ExportError(f"--exporter {exporter} chooses an ONNX exporter; it does not apply to --format {fmt}")
+    if batch is not None and not 1 <= batch <= MAX_BATCH:
+        raise ExportError(f"--batch must be an integer from 1 to {MAX_BATCH}, got {batch}")
+    for option, given in (("--batch", batch is not None), ("--fixed-size", fixed_size)):
+        if given and fmt != "onnx":
+            raise ExportError(f"{option} fixes a shape of an ONNX file; it does not apply to --format {fmt} "
+                              "(TorchScript and safetensors keep every shape open)")
     import torch
 
     from hvsearch.arch_ref import resolve
@@ -83,7 +94,7 @@ def export(ref: str, fmt: str, out: str | Path = "exports", resolution: int | No
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}{SUFFIX[fmt]}"
     gen = torch.Generator().manual_seed(0)
-    example = torch.randn(2, spec.in_chans, res, res, generator=gen)
+    example = torch.randn(batch or 2, spec.in_chans, res, res, generator=gen)
     check = torch.randn(3, spec.in_chans, res, res, generator=gen)  # another batch size than the example
     with torch.no_grad():
         expected = model(check)
@@ -92,16 +103,17 @@ def export(ref: str, fmt: str, out: str | Path = "exports", resolution: int | No
     spec.save(yaml_path)
     dynamic = ["batch"]
     if fmt == "onnx":
-        exporter, got, probe, expected, dynamic = _onnx(model, example, check, path, exporter)
-        if not dynamic:
+        closed = {*(("batch",) if batch is not None else ()), *(("height", "width") if fixed_size else ())}
+        exporter, got, probe, expected, dynamic = _onnx(model, example, check, path, exporter, closed)
+        if "batch" not in dynamic:
             declaring = _declaring(spec, "batch")
-            why = (f"its {declaring} part declares the batch fixed" if declaring
+            why = ("--batch" if batch is not None else f"its {declaring} part declares the batch fixed" if declaring
                    else "no exporter could make it dynamic")
             say(f"  {path.name}: the batch is fixed at {example.shape[0]} ({why})")
-        elif "height" not in dynamic:
+        if "height" not in dynamic:
             declaring = _declaring(spec, "height")
-            why = (f"its {declaring} part is built for one feature size" if declaring
-                   else "no exporter could leave it open")
+            why = ("--fixed-size" if fixed_size else f"its {declaring} part is built for one feature size"
+                   if declaring else "no exporter could leave it open")
             say(f"  {path.name}: the input size is fixed at {res} px ({why})")
     elif fmt == "torchscript":
         exporter, got = _torchscript(model, check, path)
@@ -115,7 +127,7 @@ def export(ref: str, fmt: str, out: str | Path = "exports", resolution: int | No
     cfg = pretrained_cfg(spec)
     meta = {"arch": spec.name, "arch_id": spec.arch_id, "format": fmt, "file": path.name, "exporter": exporter,
             "weights": weights, "params": cost.params, "flops": cost.flops, "input_size": [spec.in_chans, res, res],
-            "dynamic": dynamic, "mean": list(cfg["mean"]), "std": list(cfg["std"]), "num_classes": spec.num_classes,
+            "dynamic": dynamic, "batch": None if "batch" in dynamic else example.shape[0], "mean": list(cfg["mean"]), "std": list(cfg["std"]), "num_classes": spec.num_classes,
             "max_abs_diff": diff, "tolerance": TOLERANCE}
     (folder / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
     say(f"wrote {path} ({exporter}), {yaml_path.name}, {name}.json; checked against PyTorch: max abs "
@@ -159,8 +171,10 @@ def _require(module: str, package: str):
         raise MissingDependencyError(f"exporting to ONNX needs {package}: pip install {package}") from None
 
 
-# What an ONNX file may leave open, most first: the batch and the spatial size, the batch, nothing.
-ONNX_DYNAMIC = (("batch", "height", "width"), ("batch",), ())
+# What an ONNX file may leave open, most first: the batch and the spatial size, the batch, the
+# spatial size, nothing.
+ONNX_DYNAMIC = (("batch", "height", "width"), ("batch",), ("height", "width"), ())
+MAX_BATCH = 4096  # the largest batch a dynamic-batch file is exported for (torch.export's Dim), and --batch's
 # --exporter: which of torch.onnx's exporters to try (dynamo=...), in order. The TorchScript-based
 # one goes first in "auto": on the seeds it succeeds on it is 4-30x faster (CMT at 64 px with a
 # dynamic size: 2.7 s against 80 s, the dynamo exporter's symbolic shapes being the cost) and its
@@ -170,7 +184,7 @@ ONNX_DYNAMIC = (("batch", "height", "width"), ("batch",), ())
 ONNX_EXPORTERS = {"auto": (False, True), "dynamo": (True,), "torchscript": (False,)}
 
 
-def _onnx(model, example, check, path: Path, exporter: str = "auto"):
+def _onnx(model, example, check, path: Path, exporter: str = "auto", closed: set[str] = frozenset()):
     """(exporter, ORT output, the input it ran on, PyTorch's output on it, dynamic axes).
 
     Tried in the order of :data:`ONNX_DYNAMIC`, each with the exporters ``exporter`` names
@@ -179,8 +193,8 @@ def _onnx(model, example, check, path: Path, exporter: str = "auto"):
     not see: a batch of another size and, for a dynamic spatial size, 32 px more on each side (an
     exporter that bakes a shape-dependent constant into the graph runs there and gives wrong
     numbers, which this catches). Spatial sizes stay dynamic only where the model allows it.
-    Axes a part declares fixed (``fixed_export_axes``: Hire-MLP's regions fix the size) are not
-    tried, and neither is an axis through dynamo whose size in ``example`` is 1 (a batch of 1, a
+    Axes in ``closed`` (the caller's) and axes a part declares fixed (``fixed_export_axes``:
+    Hire-MLP's regions fix the size) are not tried, and neither is an axis through dynamo whose size in ``example`` is 1 (a batch of 1, a
     last feature map of 1 px). Modules with another formulation for what an attempt leaves open
     switch to it for the attempt (``export_impls``: TransXNet's IDConv, see ``apply_impl``)."""
     import torch
@@ -188,7 +202,7 @@ def _onnx(model, example, check, path: Path, exporter: str = "auto"):
     _require("onnx", "onnx")
     ort = _require("onnxruntime", "onnxruntime")
     errors: dict[str, str] = {}  # the last error of each exporter
-    fixed = _fixed_axes(getattr(model, "spec", None))
+    fixed = _fixed_axes(getattr(model, "spec", None)) | set(closed)
     ones = _size_one_axes(example)
     for dynamic in [d for d in ONNX_DYNAMIC if not fixed & set(d)] or [()]:
         probe = _probe(example, check, dynamic)
@@ -282,12 +296,11 @@ def _probe(example, check, dynamic: tuple[str, ...]):
     when the spatial size is dynamic, the example's own batch when the batch is fixed."""
     import torch
 
+    b = check.shape[0] if "batch" in dynamic else example.shape[0]
     if "height" in dynamic:
-        b, c, h, w = check.shape
+        _, c, h, w = check.shape
         return torch.randn(b, c, h + 32, w + 32, generator=torch.Generator().manual_seed(1))
-    if dynamic:
-        return check
-    return torch.cat([check, check])[:example.shape[0]]
+    return check.repeat(-(-b // check.shape[0]), 1, 1, 1)[:b]
 
 
 def _onnx_export(model, example, path: Path, dynamic: tuple[str, ...], dynamo: bool) -> None:
@@ -297,7 +310,7 @@ def _onnx_export(model, example, path: Path, dynamic: tuple[str, ...], dynamo: b
         _require("onnxscript", "onnxscript")
         axes = {}
         if "batch" in dynamic:
-            axes[0] = torch.export.Dim("batch", min=1, max=4096)
+            axes[0] = torch.export.Dim("batch", min=1, max=MAX_BATCH)
         if "height" in dynamic:  # multiples of the total stride
             axes[2] = 32 * torch.export.Dim("height_32", min=1, max=128)
             axes[3] = 32 * torch.export.Dim("width_32", min=1, max=128)
@@ -313,7 +326,8 @@ def _onnx_export(model, example, path: Path, dynamic: tuple[str, ...], dynamo: b
         finally:
             data.unlink(missing_ok=True)  # written by a failed attempt
     else:
-        axes = {"input": {i: n for i, n in zip((0, 2, 3), dynamic)}, "logits": {0: "batch"} if "batch" in dynamic else {}}
+        where = {"batch": 0, "height": 2, "width": 3}
+        axes = {"input": {where[n]: n for n in dynamic}, "logits": {0: "batch"} if "batch" in dynamic else {}}
         torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=OPSET,
                           input_names=["input"], output_names=["logits"], dynamic_axes=axes if dynamic else None)
 

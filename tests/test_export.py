@@ -120,6 +120,48 @@ def test_either_exporter_writes_one_self_contained_file_of_any_size(one_attentio
         torch.testing.assert_close(got, done.model(x), rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("batch, fixed_size, dynamic", [(4, False, ["height", "width"]), (None, True, ["batch"]),
+                                                     (5, True, [])])
+def test_batch_and_size_fixed_on_request(one_attention_file, tmp_path, batch, fixed_size, dynamic):
+    """--batch N and --fixed-size close what would be open (CMT attention's batch and size at 64 px):
+    the file runs at that batch / size, says so in its .json and the summary, and refuses others."""
+    lines: list[str] = []
+    done = export(str(one_attention_file), "onnx", out=tmp_path, resolution=64, exporter="torchscript",
+                  batch=batch, fixed_size=fixed_size, say=lines.append)
+    assert done.meta["dynamic"] == dynamic and done.meta["batch"] == batch
+    assert done.meta["max_abs_diff"] <= 1e-4
+    assert any(f"the batch is fixed at {batch} (--batch)" in line for line in lines) == (batch is not None)
+    assert any("the input size is fixed at 64 px (--fixed-size)" in line for line in lines) == fixed_size
+    session = ort.InferenceSession(str(done.path), providers=["CPUExecutionProvider"])
+    feed = session.get_inputs()[0].name
+    b = batch or 3
+    h = 64 if fixed_size else 96
+    x = torch.randn(b, 3, h, h)
+    got = torch.from_numpy(session.run(None, {feed: x.numpy()})[0])
+    with torch.no_grad():
+        torch.testing.assert_close(got, done.model(x), rtol=0, atol=1e-4)
+    for shape in ([b + 1, 3, h, h] if batch else None, [b, 3, h + 32, h + 32] if fixed_size else None):
+        if shape is not None:
+            with pytest.raises(Exception, match="(?i)dimension|shape"):
+                session.run(None, {feed: torch.randn(*shape).numpy()})
+
+
+def test_transxnet_at_a_fixed_batch_keeps_idconv_grouped(tmp_path):
+    """--batch fixes TransXNet's batch: IDConv's per-sample kernels stay one conv of B*C groups
+    (the faster form at large batches, export_check.py --compare-idconv), not the block-diagonal
+    one an open batch needs; either way the numbers are PyTorch's."""
+    arch = _one_block_per_stage("transxnet_t", tmp_path / "arch")
+    done = export(arch, "onnx", out=tmp_path / "out", resolution=32, batch=4, say=lambda line: None)
+    assert done.meta["dynamic"] == [] and done.meta["batch"] == 4 and done.meta["max_abs_diff"] <= 1e-4
+    import onnx
+
+    groups = {a.i for node in onnx.load(str(done.path)).graph.node if node.op_type == "Conv"
+              for a in node.attribute if a.name == "group"}
+    idconv = [m for m in done.model.modules() if hasattr(m, "apply_impl")]
+    assert idconv and all(m.apply_impl == "grouped" for m in idconv)  # switched back after the export
+    assert {4 * m.dim for m in idconv} <= groups  # B*C groups: the batch folded into the conv
+
+
 def test_a_study_trial_is_exported_with_its_checkpoint(tmp_path):
     studies = tmp_path / "studies"
     studies.mkdir()
@@ -153,7 +195,10 @@ def test_bad_input_is_one_line(arch_file, tmp_path):
                         ([str(arch_file), "--format", "onnx", "--resolution", "50"], "multiple of 32"),
                         ([str(arch_file), "--format", "tflite"], "invalid choice"),
                         ([str(arch_file), "--format", "torchscript", "--exporter", "dynamo"],
-                         "--exporter dynamo chooses an ONNX exporter; it does not apply to --format torchscript")):
+                         "--exporter dynamo chooses an ONNX exporter; it does not apply to --format torchscript"),
+                        ([str(arch_file), "--format", "onnx", "--batch", "0"], "--batch must be an integer from 1"),
+                        ([str(arch_file), "--format", "safetensors", "--fixed-size"],
+                         "--fixed-size fixes a shape of an ONNX file; it does not apply to --format safetensors")):
         proc = subprocess.run([sys.executable, "-m", "hvsearch.cli", "export", *args, "--out", str(tmp_path)],
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2 and words in proc.stderr, proc.stderr
