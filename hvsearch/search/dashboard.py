@@ -6,11 +6,12 @@ per epoch) and its user attrs (architecture, arch id, params, FLOPs, status, fai
 """
 from __future__ import annotations
 
+import errno
 import warnings
 from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from hvsearch.errors import MissingDependencyError
+from hvsearch.errors import HVSearchError, MissingDependencyError
 from hvsearch.search import study as st
 
 
@@ -24,15 +25,21 @@ def serve(study: str, storage: str | None = None, studies_dir: str | Path = "stu
     except ImportError:
         raise MissingDependencyError("optuna-dashboard is not installed: pip install optuna-dashboard==0.21.0") from None
     study_id = st.open_storage(url).get_study_id_from_name(loaded.study_name)
-    print(f"optuna-dashboard for study {study!r} ({len(loaded.trials)} trials) on {st.masked(url)}\n"
-          f"  http://{host}:{port}/dashboard/studies/{study_id}   (Ctrl-C stops it)", flush=True)
     # The parameter-importance panel warns "Some regimes for parameter ... have less than 2
     # trials" for every knob that exists only under one mixer choice: in a conditional space
     # that is the normal state of a young study, and the panel shows its estimate anyway.
     warnings.filterwarnings("ignore", message="Some regimes for parameter", category=UserWarning)
     app = wsgi(st.open_storage(url))
     handler = WSGIRequestHandler if access_log else _QuietHandler
-    with make_server(host, port, app, handler_class=handler) as server:
+    try:  # bound before the address is printed: a line says where it is served only if it is
+        server = make_server(host, port, app, handler_class=handler)
+    except OSError as e:
+        why = "is in use (another dashboard?); choose another with --port" if e.errno == errno.EADDRINUSE else \
+            f"cannot be served ({e.strerror or e})"
+        raise HVSearchError(f"dashboard: {host}:{port} {why}") from None
+    print(f"optuna-dashboard for study {study!r} ({len(loaded.trials)} trials) on {st.masked(url)}\n"
+          f"  http://{host}:{server.server_port}/dashboard/studies/{study_id}   (Ctrl-C stops it)", flush=True)
+    with server:
         try:
             server.serve_forever()
         except KeyboardInterrupt:

@@ -511,9 +511,12 @@ def run_search(space: Space, *, study: str | None = None, storage: str | None = 
                          else "the same command")
                 say(f"stopped with {len(leftover)} trial(s) running: {leftover}, marked interrupted and "
                     f"re-queued; continue with {again}")
-    except (RayStartError, KeyboardInterrupt):
+    except BaseException:
+        # Ray not started, the cluster unfit for the space's resources (_check_cluster), Ctrl-C:
+        # a study this command created and nothing ran in is not left behind (it would hold the
+        # space's fingerprint and refuse an edited space for trials that never ran)
         if opened.created and not opened.study.get_trials(deepcopy=False):
-            optuna.delete_study(study_name=name, storage=opened.storage)  # leave no empty study
+            optuna.delete_study(study_name=name, storage=opened.storage)
         raise
     summary.wall_time_s = time.monotonic() - t0
     summary.study, summary.storage = name, url

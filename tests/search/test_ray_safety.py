@@ -177,6 +177,23 @@ def test_a_ray_that_cannot_start_is_one_line_and_leaves_no_study(workdir):
     assert "tiny" not in names
 
 
+@pytest.mark.slow
+def test_a_cluster_without_the_spaces_gpus_is_one_line_and_leaves_no_study(workdir):
+    """Refused after Ray started (no GPU for gpus_per_trial): no study holds the space's
+    fingerprint, so the space edited to fit runs as a new study."""
+    folder, env = workdir
+    space = write_space(folder, lambda d: d.setdefault("resources", {}).update(gpus_per_trial=1))
+    proc = subprocess.run(hvsearch_cmd("run", str(space)), cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "gpus_per_trial is 1 but the Ray cluster has 0 GPU(s)" in lines[0], proc.stderr
+    import optuna
+
+    storage = f"sqlite:///{folder / 'studies' / 'tiny.db'}"
+    assert "tiny" not in [s.study_name for s in optuna.get_all_study_summaries(storage)]
+
+
 def _reasons(folder):
     study = load(folder, "tiny")
     return {t.number: (t.state.name, t.user_attrs.get("status"), t.user_attrs.get("fail_reason") or "")
