@@ -31,6 +31,14 @@ class PrescreenMixin:
             config = self._draw(key)
             if config is None:
                 break
+            if st.ATTR_REQUEUED_FROM in self._ot_trials[key].user_attrs:
+                # a trial a stopped run left training (or kept and never started): Optuna hands
+                # the re-queued ones out first; it passed the pre-screen then and resumes from its
+                # checkpoint now, unscored, before this pool's draws
+                self._queue.insert(0, (key, config))
+                if not pool:
+                    return
+                continue
             pool.append((key, config))
         if not pool:
             return

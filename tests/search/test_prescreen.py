@@ -151,3 +151,21 @@ def test_the_last_slot_keeps_only_one_candidate(tmp_path):
     skipped = [t for t in opened.study.get_trials() if t.user_attrs.get("status") == "skipped"]
     assert len(skipped) == POOL - 1
     assert all(t.user_attrs["prescreen"]["kept"] == 1 for t in skipped)
+
+
+def test_a_requeued_trial_resumes_unscored_before_any_new_pool(tmp_path):
+    """A trial a stopped run left (training, or kept and not started) is handed out first and
+    trains: it is not drawn into a pool where a low score would skip it (and strand its
+    checkpoint)."""
+    searcher, opened, lines = _searcher(tmp_path, slots=3)
+    searcher.suggest("tune-a")
+    (n_held,) = searcher.release_queue("the search stopped before it started")
+    held_arch = opened.study.trials[n_held].user_attrs["arch_id"]
+    searcher._prescreen_score = lambda config: (-1.0 if config["arch_id"] == held_arch else 1.0, None)
+    config = searcher.suggest("tune-b")
+    assert config["arch_id"] == held_arch
+    resumed = opened.study.trials[config["optuna_trial"]]
+    assert resumed.user_attrs["requeued_from"] == n_held and resumed.user_attrs["status"] == "running"
+    assert "prescreen" not in resumed.user_attrs and len(lines) == 1  # no pool was drawn for it
+    searcher.suggest("tune-c")  # the next slot draws a new pool as before
+    assert len(lines) == 2 and lines[1].startswith("pre-screen (synflow): ")
