@@ -38,16 +38,26 @@ def grid_space(seed: ModelSpec, rules: list[ScalingRule], train, data, *, name: 
     base_res = proxy_resolution or train.resolution
     num_classes, in_chans = data_shape(data)
     archs: dict[str, dict[str, Any]] = {}
+    # Constants that round to the same member (depths and widths are rounded: convmlp_s's 40 φ=1
+    # candidates at step 0.1 are 34 models) are one candidate, trained once; the others are
+    # listed beside it (rank: ``same_as``).
+    same_as: dict[str, str] = {}
+    first: dict[str, str] = {}  # arch id -> the label that trains it
     for rule in rules:
         member = scale(seed, 1.0, rule).spec
         # Trained at the proxy resolution scaled by γ; built there too, so position-bias tables
         # are sized for the size it trains at.
+        label = candidate_label(rule)
         member = member.replace(resolution=snap_resolution(base_res * rule.gamma), num_classes=num_classes,
-                                in_chans=in_chans, name=f"{seed.name or 'arch'}_{candidate_label(rule)}")
-        archs[candidate_label(rule)] = member.validate().to_dict()
+                                in_chans=in_chans, name=f"{seed.name or 'arch'}_{label}").validate()
+        if member.arch_id in first:
+            same_as[label] = first[member.arch_id]
+            continue
+        first[member.arch_id] = label
+        archs[label] = member.to_dict()
     search = SearchSettings(sampler="grid", seed=seed_value, objectives=("accuracy",), trials=len(archs),
                             grace_period=train.epochs, reduction_factor=2)
-    raw = {"arch": archs, "constraints": {}}
+    raw = {"arch": archs, "constraints": {}, "same_as": same_as}
     return Space(name=name, arch=CandidateSpace(archs), search=search,
                  resources=Resources(cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                                      max_concurrent=max_concurrent),
@@ -77,16 +87,17 @@ def run_grid(seed: ModelSpec, *, step: float = 0.1, tol: float = 0.05, train=Non
     run_search(space, study=name, storage=storage, address=address, resume=resume, num_cpus=num_cpus,
                studies_dir=studies_dir, results_dir=results_dir, out=out)
     opened = load_study(name, storage_url(name, storage, studies_dir, create=False))
-    table = rank(opened, rules)
+    table = rank(opened, rules, space.raw["same_as"])
     path = Path(results_dir) / name / "grid.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(path, index=False)
     return table
 
 
-def rank(study, rules: list[ScalingRule]) -> pd.DataFrame:
+def rank(study, rules: list[ScalingRule], same_as: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per candidate: constants, the member's shape and cost, its proxy accuracy and
-    state; ranked by accuracy (candidates not trained last)."""
+    state; ranked by accuracy (candidates not trained last). Constants whose member is another
+    candidate's (``same_as``: label -> the label trained) get that trial's row and name it."""
     from optuna.trial import TrialState
 
     from hvsearch.search import study as st
@@ -102,7 +113,8 @@ def rank(study, rules: list[ScalingRule]) -> pd.DataFrame:
     rows = []
     for rule in rules:
         label = candidate_label(rule)
-        t = by_label.get(label)
+        twin = (same_as or {}).get(label)
+        t = by_label.get(twin or label)
         attrs = t.user_attrs if t is not None else {}
         spec = ModelSpec.from_json(attrs[st.ATTR_ARCH]) if st.ATTR_ARCH in attrs else None
         rows.append({
@@ -116,6 +128,7 @@ def rank(study, rules: list[ScalingRule]) -> pd.DataFrame:
             "val_top1": t.values[0] if t is not None and t.state == TrialState.COMPLETE and t.values else None,
             "state": attrs.get(st.ATTR_STATUS, "not run") if t is not None else "not run",
             "trial": t.number if t is not None else None,
+            "same_as": twin or "",
         })
     df = pd.DataFrame(rows)
     df = df.sort_values("val_top1", ascending=False, na_position="last", kind="stable").reset_index(drop=True)

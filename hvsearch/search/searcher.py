@@ -170,7 +170,11 @@ class StudySearcher(PrescreenMixin, OptunaSearch):
         """Ask Optuna (under ``key`` in ``_ot_trials``) until a draw is admitted; None when the
         space seems to have nothing new left. After :data:`RANDOM_AFTER_REJECTS` rejections in a
         row the draws are random (the trial's user attr ``sampled_by`` says so)."""
+        all_drawn = getattr(self._ot_study.sampler, "all_drawn", None)  # a grid of candidates
         for attempt in range(MAX_REJECTS_IN_A_ROW):
+            if all_drawn is not None and all_drawn(self._ot_study):
+                self.exhausted = "every candidate was drawn; those not trained were rejected (see their reasons)"
+                return None
             if attempt < RANDOM_AFTER_REJECTS:
                 config = super().suggest(key)
             else:

@@ -264,6 +264,19 @@ def _grid_sampler_cls():
         def after_trial(self, study, trial, state, values) -> None:
             pass
 
+        def all_drawn(self, study) -> bool:
+            """Every grid point drawn (trained, training, or rejected) and no re-queued trial
+            waiting: a further draw could only repeat one, so the search ends instead."""
+            from optuna.trial import TrialState
+
+            drawn = set()
+            for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
+                if t.state == TrialState.WAITING:
+                    return False
+                if "grid_id" in t.system_attrs and self._same_search_space(t.system_attrs["search_space"]):
+                    drawn.add(t.system_attrs["grid_id"])
+            return drawn >= set(range(self._n_min_trials))
+
     return GridSampler
 
 

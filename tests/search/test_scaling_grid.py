@@ -71,3 +71,35 @@ def test_grid_runs_end_to_end_and_ranks_constants(workdir):
     trained = run_cli(["train", "tinyseed-grid:best", "--config", "proxy.yaml", "--epochs", "1",
                        "--max-steps-per-epoch", "2", "--out", "tr"], folder, env).stdout
     assert "best val top-1" in trained and (folder / "tr" / "checkpoint.pt").exists()
+
+
+def test_constants_that_round_to_one_member_are_one_candidate():
+    """convmlp_s's 40 φ=1 candidates at step 0.1 are 34 models (depths and widths are rounded):
+    34 trials, and the six other constants are listed with the trial of their twin."""
+    from hvsearch.models import get_seed
+    from hvsearch.search.scaling_grid import grid_space
+    from hvsearch.train.config import DataConfig, TrainConfig
+
+    rules = grid_constants(step=0.1, tol=0.05)
+    space = grid_space(get_seed("convmlp_s").spec, rules, TrainConfig(), DataConfig(), name="g")
+    same_as = space.raw["same_as"]
+    assert len(rules) == 40 and space.search.trials == len(space.arch.archs) == 34 and len(same_as) == 6
+    assert set(same_as.values()) <= set(space.arch.archs) and not set(same_as) & set(space.arch.archs)
+    # ranked: a twin's row is its trained twin's (accuracy, trial), naming it
+    import optuna
+
+    from hvsearch.search import study as st
+    from hvsearch.search.scaling_grid import rank
+
+    study = optuna.create_study(direction="maximize")
+    labels = list(space.arch.archs)
+    dist = optuna.distributions.CategoricalDistribution(labels)
+    for i, label in enumerate(labels):
+        study.add_trial(optuna.trial.create_trial(params={CANDIDATE_PARAM: label}, distributions={CANDIDATE_PARAM: dist},
+                                                  value=float(i), user_attrs={st.ATTR_STATUS: "trained"}))
+    table = rank(study, rules, same_as)
+    assert len(table) == 40 and table["val_top1"].notna().all() and (table["state"] == "trained").all()
+    twins = table[table["same_as"].fillna("") != ""]
+    assert len(twins) == 6
+    for row in twins.itertuples():
+        assert row.trial == labels.index(row.same_as) and row.val_top1 == float(row.trial)

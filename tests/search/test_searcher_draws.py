@@ -88,3 +88,38 @@ def test_prepare_results_imports_the_plotting_library_once_in_a_thread():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "1", "hvsearch-results-import", "True", "True", "True"]
+
+
+def test_a_grid_with_a_rejected_candidate_ends_when_every_candidate_is_drawn(tmp_path):
+    """A candidate set (calibrate, scale --grid) whose one candidate is rejected (here: its cost
+    cannot be counted; a latency limit alike) never reaches its trial budget: the search ends
+    once every candidate was drawn, instead of drawing repeats until the rejections-in-a-row
+    limit, and a re-run draws nothing."""
+    from hvsearch.search.calibrate import candidate_space, stratified_sample
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space(ROOT / "spaces" / "tiny.yaml")
+    candidates = stratified_sample(space, 4, seed=0, pool_factor=3)
+    grid = candidate_space(space, candidates, name="grid", epochs=1)
+    bad = candidates[0].spec.arch_id
+    counted = _cost_fn(grid)
+
+    def cost(spec):
+        if spec.arch_id == bad:
+            raise RuntimeError("over the limit")
+        return counted(spec)
+
+    url = st.storage_url("grid", None, tmp_path / "studies")
+    for run in (1, 2):
+        opened = st.open_for_run(grid, "grid", url, resume=False)
+        searcher = StudySearcher(grid, opened, st.make_sampler(grid), cost, epochs=1, slots=4 - opened.done)
+        handed = []
+        while (config := searcher.suggest(f"r{run}-{len(handed)}")) is not Searcher.FINISHED:
+            handed.append(config["arch_id"])
+            searcher.on_trial_complete(f"r{run}-{len(handed) - 1}", {"epoch": 1, "val_top1": 50.0})
+        assert sorted(handed) == ([] if run == 2 else sorted(c.spec.arch_id for c in candidates[1:]))
+        assert searcher.exhausted.startswith("every candidate was drawn")
+        trials = opened.study.get_trials()
+        assert len(trials) == 4  # three trained, one rejected; no repeats drawn
+        assert sorted(t.user_attrs["status"] for t in trials) == ["invalid", "trained", "trained", "trained"]
+        opened.study.set_user_attr("driver", None)  # this driver is done: the next run takes the study
