@@ -69,9 +69,41 @@ def cmd_seeds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_in(low: int, high: int | None = None, multiple: int = 1) -> Callable[[str], int]:
+    """An argparse ``type``: an integer in [low, high] (a multiple of ``multiple``), or a one-line
+    usage error naming the flag, the rule and the value."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        rule = (f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]") + \
+            (f", a multiple of {multiple}" if multiple > 1 else "")
+        if value < low or (high is not None and value > high) or value % multiple:
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {value}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+def _study_name(text: str) -> str:
+    """An argparse ``type`` for --study: a study name, or a one-line usage error (an empty name
+    would silently fall back to the default)."""
+    from hvsearch.space.schema import STUDY_NAME
+
+    if not STUDY_NAME.fullmatch(text) or ".." in text:
+        raise argparse.ArgumentTypeError(f"must be a study name: letters, digits, `_`, `-` and `.` (up to 128, "
+                                         f"starting with a letter or digit, no `..`), got {text!r}")
+    return text
+
+
+#: --resolution everywhere: a multiple of the total stride, up to the largest a spec may have
+RESOLUTION = _int_in(32, 8192, multiple=32)
+
+
 def _show_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("arch", help="a seed name (see `hvsearch seeds`) or an architecture YAML/JSON file")
-    p.add_argument("--resolution", type=int, default=None, help="count cost at this input size")
+    p.add_argument("--resolution", type=RESOLUTION, default=None, help="count cost at this input size")
     p.add_argument("--format", choices=("table", "yaml", "json"), default="table")
 
 
@@ -87,7 +119,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def _check_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("space", help="a search-space YAML file (see spaces/)")
-    p.add_argument("--samples", type=int, default=30, help="architectures to sample (default 30)")
+    p.add_argument("--samples", type=_int_in(1, 100_000), default=30, help="architectures to sample (default 30)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
     p.add_argument("--no-cost", action="store_true", help="only validate samples: no model is built")
 
@@ -127,7 +159,8 @@ def _ray_args(p, space: bool = True) -> None:
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("space", help="a search-space YAML file (see spaces/)")
-    p.add_argument("--study", help="study name (default: the space's `name`); re-running a study continues it")
+    p.add_argument("--study", type=_study_name,
+                   help="study name (default: the space's `name`); re-running a study continues it")
     p.add_argument("--resume", action="store_true",
                    help="continue an existing study (fails if there is none); re-queues interrupted trials")
     p.add_argument("--storage", help="Optuna storage: an RDB URL (postgresql://..., mysql://...) or a SQLite "
@@ -191,7 +224,7 @@ def _study_args(p: argparse.ArgumentParser) -> None:
 
 def _results_args(p: argparse.ArgumentParser) -> None:
     _study_args(p)
-    p.add_argument("--top", type=int, default=10, help="rows of the leaderboard (0 = all)")
+    p.add_argument("--top", type=_int_in(0), default=10, help="rows of the leaderboard (0 = all)")
     p.add_argument("--all", action="store_true", help="list every trial, failed and invalid ones too")
     p.add_argument("--results-dir", default="results", help="(re)write results/<study>/ here")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
@@ -220,7 +253,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 def _dashboard_args(p: argparse.ArgumentParser) -> None:
     _study_args(p)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=_int_in(1, 65535), default=8080)
     p.add_argument("--access-log", action="store_true", help="print a line per HTTP request (off by default)")
 
 
@@ -252,8 +285,8 @@ def _scale_args(p: argparse.ArgumentParser) -> None:
                      "latency (default phis: -3 to 3 in steps of 0.25, measured upwards until two exceed it)")
     lat.add_argument("--latency-runtime", choices=("torch", "onnxruntime"), default="torch")
     lat.add_argument("--latency-device", choices=("cpu", "cuda"), default="cpu")
-    lat.add_argument("--latency-batch", type=int, default=1)
-    lat.add_argument("--latency-threads", type=int, default=1)
+    lat.add_argument("--latency-batch", type=_int_in(1, 4096), default=1)
+    lat.add_argument("--latency-threads", type=_int_in(1, 4096), default=1)
     g = p.add_argument_group("--grid: pick alpha, beta, gamma by proxy-training every phi=1 candidate")
     g.add_argument("--grid", action="store_true",
                    help="enumerate alpha, beta, gamma >= 1 with alpha*beta^1.5*gamma^2 ~ 2.5 and rank them")
@@ -263,9 +296,10 @@ def _scale_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", help="YAML with `train:` and `data:` sections for the proxy "
                    "(default: the embedded synthetic data, TrainConfig defaults)")
     g.add_argument("--epochs", type=int, default=None, help="proxy epochs per candidate")
-    g.add_argument("--proxy-resolution", type=int, default=None,
+    g.add_argument("--proxy-resolution", type=RESOLUTION, default=None,
                    help="proxy input size before gamma scales it (default train.resolution)")
-    g.add_argument("--study", default=None, help="study name (default <seed>-grid); re-running continues it")
+    g.add_argument("--study", type=_study_name, default=None,
+                   help="study name (default <seed>-grid); re-running continues it")
     g.add_argument("--storage", default=None, help="Optuna RDB URL (default sqlite:///studies/<study>.db)")
     _ray_args(g, space=False)
 
@@ -329,7 +363,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--data-seed", type=int, help="seed of the held-out split and the training subset")
     t = p.add_argument_group("training (defaults: hvsearch.train.config.TrainConfig)")
     t.add_argument("--epochs", type=int)
-    t.add_argument("--resolution", type=int, help="input size, a multiple of 32")
+    t.add_argument("--resolution", type=RESOLUTION, help="input size, a multiple of 32")
     t.add_argument("--fraction", type=float, help="class-balanced share of the training images used")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float, help="peak AdamW learning rate")
@@ -345,7 +379,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--device", choices=DEVICES)
     t.add_argument("--workers", type=int, help="DataLoader worker processes")
     t.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    t.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's, or OMP_NUM_THREADS)")
+    t.add_argument("--threads", type=_int_in(1, 4096), help="CPU threads for torch (default: torch's, or OMP_NUM_THREADS)")
     p.add_argument("--out", help="run folder (default results/train/<arch>-<data>-<arch id>/)")
     p.add_argument("--no-resume", action="store_true", help="start over even if the run folder has a checkpoint")
 
@@ -393,7 +427,7 @@ def _scale_grid(seed, args: argparse.Namespace) -> int:
 
 def _calibrate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("space", help="a search-space YAML file: its train settings are the proxy")
-    p.add_argument("-n", "--archs", type=int, default=20, help="architectures to sample, stratified by "
+    p.add_argument("-n", "--archs", type=_int_in(4, 100_000), default=20, help="architectures to sample, stratified by "
                    "dominant mixer and size (default 20)")
     p.add_argument("--reference-epochs", type=int, default=None,
                    help="epochs of the reference training (default 5x the space's train.epochs; with "
@@ -406,14 +440,14 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
                    help="train the reference K times, seed k with train.seed + k (default 2): the table "
                    "compares every score with the seed average and opens with the ceiling, seed 1 vs "
                    "seed 0; 1 skips the ceiling")
-    p.add_argument("--reference-study", metavar="NAME",
+    p.add_argument("--reference-study", type=_study_name, metavar="NAME",
                    help="reuse calibration NAME's reference (studies NAME-reference, NAME-reference-seed<k> "
                    "in studies/NAME.db, or in --storage) instead of training one: refused unless it was "
                    "trained on the same sample, data, recipe (fraction included) and reference epochs")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample, the zero-cost scores and the "
                    "bootstrap (default 0)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
-    p.add_argument("--study", help="name of the calibration (default SPACE-calibrate): studies "
+    p.add_argument("--study", type=_study_name, help="name of the calibration (default SPACE-calibrate): studies "
                    "NAME-proxy, NAME-reference and NAME-reference-seed<k>; re-running continues them")
     p.add_argument("--storage", help="Optuna storage URL or SQLite file (default studies/NAME.db); with "
                    "--reference-study, the reused reference is looked up there too")
@@ -470,13 +504,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("arch", help="a seed, an architecture file, or STUDY:best / STUDY:<trial number>")
     p.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"))
-    p.add_argument("--resolution", type=int, help="input size (default the architecture's resolution)")
+    p.add_argument("--resolution", type=RESOLUTION, help="input size (default the architecture's resolution)")
     p.add_argument("--out", default="exports", help="folder to write to (default exports/)")
     p.add_argument("--storage", help="the study's storage URL (default studies/<study>.db) for STUDY:...")
     p.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
                    help="torch.onnx's exporter for --format onnx: auto (default) tries the TorchScript-based "
                    "one, then dynamo")
-    p.add_argument("--batch", type=int, metavar="N",
+    p.add_argument("--batch", type=_int_in(1, 4096), metavar="N",
                    help="--format onnx: fix the file's batch at N (default: open, any batch runs)")
     p.add_argument("--fixed-size", action="store_true",
                    help="--format onnx: fix the file's input size at --resolution (default: open where the model "
@@ -499,7 +533,7 @@ def _latency_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--resolution", type=int, help="input size (default each architecture's own)")
+    p.add_argument("--resolution", type=RESOLUTION, help="input size (default each architecture's own)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--repeats", type=int, default=50, help="timed runs (default 50)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
@@ -550,6 +584,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed: not an error
         sys.stdout = open(os.devnull, "w")
         return 0
+    except OSError as e:  # a folder that is a file, a full disk, no permission: the path and the reason
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"hvsearch {args.cmd}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
 
 
 def entry() -> None:

@@ -89,7 +89,7 @@ def export(ref: str, fmt: str, out: str | Path = "exports", resolution: int | No
     model = HybridBackbone(spec).eval()
     if state is not None:
         model.load_state_dict(state["model"])
-    name = _file_stem(spec.name or spec.arch_id)
+    name = spec.file_stem
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}{SUFFIX[fmt]}"
@@ -134,12 +134,6 @@ def export(ref: str, fmt: str, out: str | Path = "exports", resolution: int | No
         f"difference {diff:.2e} (tolerance {TOLERANCE:g}), {cost.params / 1e6:.2f} M params, "
         f"{cost.flops / 1e9:.3f} GFLOPs at {res} px")
     return Exported(path, meta, model)
-
-
-def _file_stem(name: str) -> str:
-    """A file name from an architecture's name: no folders, nothing but [A-Za-z0-9_.-]."""
-    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip("._") or "model"
-    return stem[:100]
 
 
 def _trained_state(ref: str, spec, studies_dir: str):

@@ -31,12 +31,16 @@ def check_arch_ref(ref: str) -> None:
     from hvsearch.errors import SpecError, did_you_mean
 
     path = Path(ref)
-    if path.suffix in ARCH_SUFFIXES or path.exists():
-        if not path.is_file():
-            what = ("is a directory, not a file" if path.is_dir() else "is not a regular file" if path.exists()
-                    else "does not exist")
-            raise SpecError("", f"architecture file {path} {what}", None, show_value=False)
-        return
+    try:
+        if path.suffix in ARCH_SUFFIXES or path.exists():
+            if not path.is_file():
+                what = ("is a directory, not a file" if path.is_dir() else "is not a regular file" if path.exists()
+                        else "does not exist")
+                raise SpecError("", f"architecture file {path} {what}", None, show_value=False)
+            return
+    except OSError as e:  # a name the system refuses (too long, ...)
+        raise SpecError("", f"architecture file {path} cannot be read: {e.strerror or e}", None,
+                        show_value=False) from None
     if ref not in seed_names():
         raise SpecError("", f"{ref!r} is neither a seed nor an architecture file{did_you_mean(ref, seed_names())}; "
                         f"seeds: {', '.join(seed_names())}", None, show_value=False)

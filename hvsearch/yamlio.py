@@ -20,6 +20,7 @@ Each refusal is the caller's error class with one line naming the file, the rule
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,10 @@ class _Refused(Exception):
 
 
 class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing what the module docstring lists, and reading ``1e-3``,
+    ``1e5`` and ``5.0e9`` as numbers, as YAML 1.2 and every ML config do (YAML 1.1 wants a dot
+    and the exponent's sign, and reads them as text otherwise)."""
+
     def __init__(self, stream):
         super().__init__(stream)
         self._depth = 0
@@ -88,6 +93,12 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+_Loader.add_implicit_resolver(  # the exponent forms YAML 1.1's float misses (see _Loader)
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
 def read_text(path: str | Path, what: str, error_cls) -> str:
     """The UTF-8 text of ``path``; ``error_cls("", message)`` (one line, naming the file) when it
     is missing, not a regular file, larger than ``MAX_BYTES``, compressed or not UTF-8 text."""
@@ -96,13 +107,16 @@ def read_text(path: str | Path, what: str, error_cls) -> str:
     def fail(rule: str):
         return error_cls("", f"{what} {p} {rule}", None, show_value=False)
 
-    if not p.exists():
-        raise fail("does not exist")
-    if p.is_dir():
-        raise fail("is a directory, not a file")
-    if not p.is_file():
-        raise fail("is not a regular file (a FIFO, socket or device?)")
-    size = p.stat().st_size
+    try:  # a name the system refuses (too long, ...) is an OSError even for exists()
+        if not p.exists():
+            raise fail("does not exist")
+        if p.is_dir():
+            raise fail("is a directory, not a file")
+        if not p.is_file():
+            raise fail("is not a regular file (a FIFO, socket or device?)")
+        size = p.stat().st_size
+    except OSError as e:
+        raise fail(f"cannot be read: {e.strerror or e}") from None
     if size > MAX_BYTES:
         raise fail(f"is {size} bytes, more than the {MAX_BYTES} a {what} may have")
     try:

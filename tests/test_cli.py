@@ -174,3 +174,46 @@ def test_run_calibrate_and_the_grid_share_one_set_of_ray_flags():
         r = run_cli(*args)
         assert r.returncode == 0
         assert all(f in r.stdout for f in flags), (args, [f for f in flags if f not in r.stdout])
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["dashboard", "s", "--port", "99999"], "argument --port: must be an integer in [1, 65535], got 99999"),
+    (["train", "cmt_ti", "--threads", "-1"], "argument --threads: must be an integer in [1, 4096], got -1"),
+    (["show", "cmt_ti", "--resolution", "0"], "argument --resolution: must be an integer in [32, 8192], a multiple "
+                                              "of 32, got 0"),
+    (["export", "cmt_ti", "--format", "onnx", "--resolution", "-32"], "argument --resolution: must be an integer"),
+    (["show", "cmt_ti", "--resolution", "abc"], "argument --resolution: must be an integer, got 'abc'"),
+    (["run", "spaces/tiny.yaml", "--study", ""], "argument --study: must be a study name"),
+    (["calibrate", "spaces/tiny.yaml", "--reference-study", "../x"], "argument --reference-study: must be a study name"),
+    (["calibrate", "spaces/tiny.yaml", "-n", "-5"], "argument -n/--archs: must be an integer in [4, 100000], got -5"),
+])
+def test_command_line_values_are_checked_as_they_are_parsed(args, fragment, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and len(err.strip().splitlines()) == 1 and fragment in err, err
+
+
+def test_a_file_system_refusal_is_one_line_naming_the_path(tmp_path, capsys):
+    """An output folder that is a file: one line with the path and the system's reason."""
+    (tmp_path / "taken").write_text("")
+    assert main(["scale", "--seed", "cmt_ti", "--phi", "1", "--out", str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # after the progress line of the member
+    assert err[-1] == f"hvsearch scale: error: File exists ({tmp_path / 'taken'})" and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name, written", [("../../evil_member", "evil_member_phi1.yaml"),
+                                           ("/tmp/abs evil", "tmp_abs_evil_phi1.yaml")])
+def test_an_architecture_name_never_becomes_a_path_outside_the_output_folder(tmp_path, capsys, name, written):
+    spec = get_seed("cmt_ti").spec.replace(name=name)
+    seed = spec.save(tmp_path / "seed.yaml")
+    out = tmp_path / "a" / "b"
+    assert main(["scale", "--seed", str(seed), "--phi", "1", "--out", str(out)]) == 0
+    assert [p.name for p in out.iterdir()] == [written]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "seed.yaml"]
+
+    from hvsearch.train.run import RESULTS, default_run_dir
+    from hvsearch.train.config import DataConfig
+
+    run_dir = default_run_dir(spec, DataConfig())
+    assert run_dir.parent == RESULTS and run_dir.name.startswith(written.removesuffix("_phi1.yaml") + "-")

@@ -252,9 +252,16 @@ def hidden_width(dim: int, ratio: float) -> int:
     return int(dim * ratio)
 
 
+#: The widest hidden layer a part may ask for (an FFN at ratio 4 of the widest stage, 65,536):
+#: a ratio of 1e6 is a slip, not a layer to allocate.
+MAX_HIDDEN = 4 * 65_536
+
+
 def require_hidden(ratio: float, dim: int, path: str, what: str = "hidden width") -> None:
     require_positive(ratio, path)
     require(hidden_width(dim, ratio) >= 1, path, f"gives a {what} below 1 at stage width {dim}", ratio)
+    require(hidden_width(dim, ratio) <= MAX_HIDDEN, path,
+            f"gives a {what} above {MAX_HIDDEN} at stage width {dim}", ratio)
 
 
 def require_norm(value: str, path: str) -> None:

@@ -27,7 +27,6 @@ from hvsearch.arch.components import (
     parse_component,
     require,
     require_norm,
-    require_positive,
 )
 from hvsearch.errors import SpecError
 from hvsearch.values import is_int, is_number
@@ -36,6 +35,10 @@ NUM_STAGES = 4
 PYRAMID_STRIDES = (4, 8, 16, 32)
 TOTAL_STRIDE = PYRAMID_STRIDES[-1]  # input sizes are multiples of it (every stage map an integer size)
 DROP_PATH_MODES = ("global", "per_stage")
+#: The largest architecture a spec may describe: far beyond any published model, small enough
+#: that a slip (a depth of 10^8, an exponent too many) is an error, not a build that allocates or
+#: loops for ever. ``scale`` refuses members beyond them too.
+MAX_DEPTH, MAX_WIDTH, MAX_RESOLUTION = 1000, 65_536, 8192
 
 
 @dataclass(frozen=True)
@@ -167,8 +170,8 @@ class ModelSpec:
         """Check every rule; return self so that ``spec.validate()`` chains. Raises SpecError."""
         require(len(self.stages) == NUM_STAGES, "stages", f"must list exactly {NUM_STAGES} stages",
                 len(self.stages))
-        require(isinstance(self.resolution, int) and self.resolution > 0, "resolution",
-                "must be a positive integer", self.resolution)
+        require(isinstance(self.resolution, int) and 0 < self.resolution <= MAX_RESOLUTION, "resolution",
+                f"must be a positive integer <= {MAX_RESOLUTION}", self.resolution)
         require(is_int(self.num_classes) and self.num_classes >= 0, "num_classes",
                 "must be an integer >= 0 (0: no classifier, the pooled features come out)", self.num_classes)
         require(self.in_chans >= 1, "in_chans", "must be >= 1", self.in_chans)
@@ -177,13 +180,14 @@ class ModelSpec:
         require(self.drop_path_mode in DROP_PATH_MODES, "drop_path_mode",
                 f"must be one of {', '.join(DROP_PATH_MODES)}", self.drop_path_mode)
         self.stem.check(None, "stem")
+        require(1 <= self.stem_width <= MAX_WIDTH, "stem.width", f"must be in [1, {MAX_WIDTH}]", self.stem_width)
         require(self.resolution % PYRAMID_STRIDES[-1] == 0, "resolution",
                 f"must be a multiple of the total stride {PYRAMID_STRIDES[-1]}", self.resolution)
         ctxs = self.stage_contexts()
         for ctx, st in zip(ctxs, self.stages):
             p = ctx.path
-            require(st.depth >= 1, f"{p}.depth", "must be >= 1", st.depth)
-            require(st.width >= 1, f"{p}.width", "must be >= 1", st.width)
+            require(1 <= st.depth <= MAX_DEPTH, f"{p}.depth", f"must be in [1, {MAX_DEPTH}]", st.depth)
+            require(1 <= st.width <= MAX_WIDTH, f"{p}.width", f"must be in [1, {MAX_WIDTH}]", st.width)
             require(ctx.stride == PYRAMID_STRIDES[ctx.index], f"{p}.downsample",
                     f"must bring the stage to stride {PYRAMID_STRIDES[ctx.index]} "
                     f"(stem stride {self.stem.stride} times the downsampling strides), "
@@ -297,6 +301,13 @@ class ModelSpec:
     def arch_id(self) -> str:
         return arch_id(self)
 
+    @property
+    def file_stem(self) -> str:
+        """The name (else the arch id) as a file name: no folders, nothing but ``[A-Za-z0-9_.-]``,
+        at most 100 characters; what the commands that write an architecture's files name them."""
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", self.name or self.arch_id).strip("._") or self.arch_id
+        return stem[:100]
+
 
 def arch_id(spec: ModelSpec) -> str:
     """Stable 12-hex id of the architecture: a hash of its canonical JSON (name excluded)."""
@@ -314,10 +325,6 @@ def _int(value: Any, path: str) -> int:
 
 def _float(value: Any, path: str) -> float:
     if not is_number(value):
-        hint = ""
-        if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE]\d+", value.strip()):
-            # YAML 1.1 (PyYAML) reads 1e5 or 1.0e9 as text: the exponent needs its sign
-            hint = f" (YAML reads {value} as text: write the exponent's sign, e.g. 1.0e+5)"
-        raise SpecError(path, f"must be a number{hint}", value)
+        raise SpecError(path, "must be a number", value)
     return float(value)
 

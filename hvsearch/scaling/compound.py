@@ -25,12 +25,12 @@ import math
 from dataclasses import dataclass, field
 
 from hvsearch.arch import TOTAL_STRIDE, ModelSpec
+from hvsearch.arch.spec import MAX_DEPTH, MAX_RESOLUTION, MAX_WIDTH
 from hvsearch.errors import ScalingError, SpecError
 
 DEPTH_MODES = ("ceil", "round")
-#: Largest member ``scale`` builds: far beyond any published model, small enough that a typo in
-#: phi (50 for 5) is an error instead of an attempt to allocate petabytes.
-MAX_DEPTH, MAX_WIDTH, MAX_RESOLUTION = 1000, 65_536, 8192
+# The largest member ``scale`` builds is the largest spec (MAX_DEPTH, MAX_WIDTH, MAX_RESOLUTION):
+# a typo in phi (50 for 5) is an error naming the limit instead of an attempt to allocate petabytes.
 TARGET_BASE = 2.5  # FLOPs per unit of φ that the constraint α·β^1.5·γ² ≈ 2.5 aims for
 
 

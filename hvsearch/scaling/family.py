@@ -68,9 +68,10 @@ def family(seed: ModelSpec, phis: Sequence[float], rule: ScalingRule = ScalingRu
 
 
 def write_members(members: Sequence[Member], out_dir: str | Path) -> list[Path]:
-    """One architecture YAML per member, loadable by ``show``/``train``/``scale``."""
+    """One architecture YAML per member, loadable by ``show``/``train``/``scale``, named after it
+    (its name as a file name: a seed named ``../x`` writes no file outside ``out_dir``)."""
     out = Path(out_dir)
-    return [m.spec.save(out / f"{m.spec.name}.yaml") for m in members]
+    return [m.spec.save(out / f"{m.spec.file_stem}.yaml") for m in members]
 
 
 def _register_members() -> None:

@@ -39,6 +39,7 @@ from typing import Any
 
 from hvsearch.errors import SpaceError, StudyError
 from hvsearch.space import OBJECTIVES, Space
+from hvsearch.space.schema import STUDY_NAME
 
 ATTR_STATUS = "status"
 ATTR_REASON = "fail_reason"
@@ -73,7 +74,6 @@ def directions(space: Space) -> list[str]:
 
 #: A study name: it becomes a file and folder name (``studies/NAME.db``, ``results/NAME/``), so
 #: no separators, no leading dot, nothing a shell or a file system reads specially.
-STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 def check_study_name(name: str) -> str:

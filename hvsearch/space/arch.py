@@ -36,8 +36,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from hvsearch.arch import NUM_STAGES, component_types, get_component
+from hvsearch.arch.spec import MAX_DEPTH, MAX_WIDTH
 from hvsearch.errors import SpaceError, SpecError
-from hvsearch.space.params import Choice, Fixed, Param, TrialLike, is_param_mapping, parse_param
+from hvsearch.space.params import Choice, Fixed, FloatRange, IntRange, Param, TrialLike, is_param_mapping, parse_param
 
 TOP_FIELDS = {"resolution": int, "num_classes": int, "in_chans": int, "drop_path_rate": float,
               "drop_path_mode": str}
@@ -185,7 +186,38 @@ def parse_arch(data: Any, path: str = "arch", defaults: Mapping[str, Any] | None
             fields[name] = Fixed(defaults[name])
     parts = {name: parse_part(name, data[name], f"{path}.{name}") for name in PART_FIELDS}
     stages = tuple(_parse_stage(*entry) for entry in _stage_entries(data["stages"], f"{path}.stages"))
+    _check_shared(stages, f"{path}.stages")
     return ArchSpace(fields=fields, parts=parts, stages=stages)
+
+
+def _check_shared(stages: tuple[StageSpace, ...], path: str) -> None:
+    """A value shared by stages (``shared: true``) is one Optuna parameter: every stage that shares
+    it must define it alike, or the first stage's definition would silently decide for the others
+    (and a type one stage lacks would break the draw)."""
+    first: dict[str, tuple[int, Param]] = {}
+
+    def same(label: str, index: int, param: Param, where: str) -> None:
+        if label not in first:
+            first[label] = (index, param)
+            return
+        other, theirs = first[label]
+        if theirs != param:
+            raise SpaceError(f"{path}.{index}.{where}", f"is shared (shared: true, the parameter {label}) but "
+                             f"stage {other} defines it as {theirs.describe()}; a shared value must be defined "
+                             f"alike in every stage that shares it", param.describe())
+
+    for i, st in enumerate(stages):
+        for name, param in st.fields.items():
+            if param.shared:
+                same(f"stages.*.{name}", i, param, name)
+        for name, part in st.parts.items():
+            if part.types.shared:
+                same(f"stages.*.{name}.type", i, part.types, f"{name}.type")
+            drawn = isinstance(part.types, Choice)
+            for t, knobs in part.knobs.items():
+                for knob, param in knobs.items():
+                    if param.shared:
+                        same(f"stages.*.{name}.{t + '.' if drawn else ''}{knob}", i, param, f"{name}.{knob}")
 
 
 def parse_part(kind: str, data: Any, path: str, allow_shared: bool = False) -> PartSpace:
@@ -296,6 +328,16 @@ def _stage_entries(data: Any, path: str) -> list[tuple[dict[str, Any], dict[str,
     return out
 
 
+def _largest(param: Param) -> Any:
+    """The largest value ``param`` can draw (None if its values do not compare)."""
+    values = {Fixed: lambda q: [q.value], Choice: lambda q: list(q.choices), IntRange: lambda q: [q.high],
+              FloatRange: lambda q: [q.high]}[type(param)](param)
+    try:
+        return max(values)
+    except TypeError:
+        return None
+
+
 def _parse_stage(raw: dict[str, Any], paths: dict[str, str], where: str) -> StageSpace:
     known = set(STAGE_FIELDS) | set(STAGE_PARTS)
     for key in raw:
@@ -306,6 +348,12 @@ def _parse_stage(raw: dict[str, Any], paths: dict[str, str], where: str) -> Stag
             raise SpaceError(f"{where}.{key}", "is required in every stage", None, show_value=False)
     fields = {name: parse_param(raw[name], tp, paths[name], allow_shared=True)
               for name, tp in STAGE_FIELDS.items() if name in raw}
+    for name, limit in (("depth", MAX_DEPTH), ("width", MAX_WIDTH)):
+        # every draw above it would be invalid: refused here, once, instead of draw after draw
+        largest = _largest(fields[name])
+        if largest is not None and largest > limit:
+            raise SpaceError(paths[name], f"must not offer values above {limit} (an architecture's largest "
+                             f"stage {name})", largest)
     parts = {name: parse_part(kind, raw.get(name, "none"), paths.get(name, f"{where}.{name}"), allow_shared=True)
              for name, kind in STAGE_PARTS.items()}
     return StageSpace(fields=fields, parts=parts)

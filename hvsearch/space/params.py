@@ -99,7 +99,9 @@ class FloatRange:
     def size(self) -> int | None:
         if self.step is None:
             return None if self.high > self.low else 1
-        return int(round((self.high - self.low) / self.step)) + 1
+        n = (self.high - self.low) / self.step
+        # a step too fine to count (1e-300) is as good as continuous
+        return int(round(n)) + 1 if math.isfinite(n) and n < 2 ** 53 else None
 
     def describe(self) -> str:
         extra = f" step {self.step}" if self.step is not None else ""

@@ -45,6 +45,9 @@ from hvsearch.errors import HVSearchError, SpaceError
 from hvsearch.space.arch import ArchSpace, parse_arch
 from hvsearch.values import is_int, is_number
 
+#: A study's name (a space's ``name``, ``--study``): it becomes a file and a folder name.
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
 #: Sanity bounds (far above any real search; a slip is an error at once, not a hang or overflow)
 MAX_TRIALS = 1_000_000
 MAX_SECONDS = 365 * 24 * 3600
@@ -241,8 +244,12 @@ def parse_space(text: str, source: str = "<string>", default_name: str = "space"
     if "arch" not in data:
         raise SpaceError("arch", "is required (the architecture space)", None, show_value=False)
     name = data.get("name", default_name)
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise SpaceError("name", "must be a study name of letters, digits, `_`, `-`, `.`", name)
+    if not isinstance(name, str) or not STUDY_NAME.fullmatch(name) or ".." in name:
+        # the study's name (and its file and folder): the same rule as --study's
+        given = "name" in data
+        raise SpaceError("name", "must be a study name: letters, digits, `_`, `-` and `.` (up to 128, starting "
+                         "with a letter or digit, no `..`)" + ("" if given else
+                         f"; the file has no `name:`, so its file name {name!r} was used: add a `name:`"), name)
     if not isinstance(data.get("description", ""), str):
         raise SpaceError("description", "must be a string", data["description"])
     train, data_cfg = _train_and_data(data)
@@ -367,6 +374,9 @@ def _check_search(s: SearchSettings) -> SearchSettings:
     if s.seed is not None and (not is_int(s.seed) or not 0 <= s.seed < 2**31):
         raise SpaceError("search.seed", "must be an integer in [0, 2^31) or null", s.seed)
     obj = s.objectives
+    for i, name in enumerate(obj):
+        if not isinstance(name, str):
+            raise SpaceError(f"search.objectives[{i}]", f"must be one of {', '.join(OBJECTIVES)}", name)
     if not obj or obj[0] != "accuracy":
         raise SpaceError("search.objectives", "must start with accuracy", list(obj))
     for i, name in enumerate(obj):

@@ -68,7 +68,7 @@ def for_data(spec: ModelSpec, data: DataConfig) -> ModelSpec:
 
 def default_run_dir(spec: ModelSpec, data: DataConfig) -> Path:
     """``results/train/<name>-<data>-<arch id>`` of ``spec`` as trained on ``data``."""
-    label = spec.name or "arch"
+    label = spec.file_stem if spec.name else "arch"  # a name never becomes a folder outside RESULTS
     return RESULTS / f"{label}-{data.name}-{for_data(spec, data).arch_id}"
 
 

@@ -195,6 +195,20 @@ MALFORMED = [
     (_set(("train",), {"epochs": 0}), "train.epochs", "> 0"),
     (_set(("train",), {"lr_typo": 1}), "train.lr_typo", "not a setting"),
     (_set(("data",), {"name": "imagenet"}), "data.name", "one of"),
+    (_set(STAGE + ("depth",), {"int": [1, 2 ** 53]}), "arch.stages.all.depth",
+     "must not offer values above 1000 (an architecture's largest stage depth), got 9007199254740992"),
+    (_set(("arch", "stages", "each"), [{"width": {"choice": [8, 100_000]}}, {"width": 16}, {"width": 32},
+                                       {"width": 32}]), "arch.stages.each[0].width", "must not offer values above 65536"),
+    (_set(("arch", "stages", "each"), [{"width": {"choice": [8, 16], "shared": True}},
+                                       {"width": {"choice": [32, 64], "shared": True}}, {"width": 32}, {"width": 32}]),
+     "arch.stages.1.width", "is shared (shared: true, the parameter stages.*.width) but stage 0 defines it as {8, 16}"),
+    (lambda d: d["arch"]["stages"].update(each=[
+        {"width": 8, "mixer": {"choice": ["hire", "cmt_attn"], "shared": True}},
+        {"width": 16, "mixer": {"choice": ["hire", "conv_bottleneck"], "shared": True}},
+        {"width": 32, "mixer": "hire"}, {"width": 32, "mixer": "hire"}]) or d["arch"]["stages"]["all"].pop("mixer"),
+     "arch.stages.1.mixer.type", "is shared (shared: true, the parameter stages.*.mixer.type)"),
+    (_set(("search", "objectives"), ["accuracy", ["flops"]]), "search.objectives[1]", "one of"),
+    (_set(("name",), "a..b"), "name", "no `..`"),
 ]
 
 
@@ -206,6 +220,16 @@ def test_malformed_space_gives_one_clear_error(edit, path, rule):
     assert err.path == path, str(err)
     assert rule in str(err), str(err)
     assert "\n" not in str(err)
+
+
+def test_numbers_with_an_exponent_are_numbers():
+    """YAML 1.1 (PyYAML) reads 1e-3 as text; every ML config means a number."""
+    space = parse_space(BASE.replace("train: {epochs: 2, batch_size: 16}",
+                                     "train: {epochs: 2, batch_size: 16, lr: 1e-3, weight_decay: 5E-2}"))
+    assert space.train.lr == 0.001 and space.train.weight_decay == 0.05
+    with pytest.raises(SpaceError, match=r"train.epochs must be a positive integer.*got 100.0|"
+                                         r"train.epochs must be an integer.*got 100.0"):
+        parse_space(BASE.replace("epochs: 2,", "epochs: 1e2,"))
 
 
 def test_malformed_yaml_and_files(tmp_path):
