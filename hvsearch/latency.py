@@ -173,14 +173,16 @@ def _torch_runner(model, x):
 
 
 def onnx_path(spec, x, folder: Path) -> Path:
-    """The checked ONNX export of ``spec`` for inputs shaped as ``x``, written to ``folder`` once:
-    a file already there (same arch id, size and batch) is reused."""
+    """The checked ONNX export of ``spec`` for inputs shaped as ``x``, with those shapes fixed
+    (it runs at no other: the export is faster and ONNX Runtime plans for them; TransXNet's IDConv
+    keeps its batch-folded conv, where an open batch would time B x its multiply-adds), written to
+    ``folder`` once: a file already there (same arch id, size and batch) is reused."""
     import torch
 
     from hvsearch.export import _onnx, _require
 
     _require("onnxruntime", "onnxruntime")
-    path = Path(folder) / f"{spec.arch_id}-{x.shape[-1]}px-b{x.shape[0]}.onnx"
+    path = Path(folder) / f"{spec.arch_id}-{x.shape[-1]}px-b{x.shape[0]}-static.onnx"
     if not path.is_file():
         from hvsearch.models import HybridBackbone
 
@@ -188,7 +190,8 @@ def onnx_path(spec, x, folder: Path) -> Path:
         model = HybridBackbone(spec).eval()
         check = torch.randn(3, *x.shape[1:], generator=torch.Generator().manual_seed(1))
         partial = path.with_suffix(".partial.onnx")
-        _onnx(model, x.cpu(), check, partial)  # raises ExportError when no exporter matches PyTorch
+        # raises ExportError when no exporter matches PyTorch
+        _onnx(model, x.cpu(), check, partial, closed={"batch", "height", "width"})
         partial.replace(path)
     return path
 
