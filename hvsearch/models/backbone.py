@@ -23,6 +23,7 @@ from torch.utils.checkpoint import checkpoint_sequential
 from timm.models._features import feature_take_indices
 
 from hvsearch.arch import ModelSpec, StageContext, StageSpec
+from hvsearch.errors import SpecError
 from hvsearch.layers import LayerScale2d, build, get_module, make_norm
 from hvsearch.layers.common import DropPath
 
@@ -112,6 +113,10 @@ class HybridBackbone(nn.Module):
             head's map comes out).
         drop_path_rate: override ``spec.drop_path_rate``.
         in_chans: override ``spec.in_chans``.
+        drop_rate: override the head's dropout before the classifier (timm's ``drop_rate``, which
+            timm's ``train.py`` always passes).
+        img_size: override ``spec.resolution``, the size the model is built for (position-bias
+            tables, Hire-MLP's regions); an int or a square (h, w).
 
     ``num_features`` is the channel count of :meth:`forward_features` (the last stage's width),
     ``head_hidden_size`` that of the pre-logits (:meth:`forward_head` with ``pre_logits=True``):
@@ -119,10 +124,19 @@ class HybridBackbone(nn.Module):
     """
 
     def __init__(self, spec: ModelSpec, num_classes: int | None = None, global_pool: str = "avg",
-                 drop_path_rate: float | None = None, in_chans: int | None = None):
+                 drop_path_rate: float | None = None, in_chans: int | None = None, drop_rate: float | None = None,
+                 img_size: int | tuple[int, int] | None = None):
         super().__init__()
         changes = {k: v for k, v in (("num_classes", num_classes), ("drop_path_rate", drop_path_rate),
                                      ("in_chans", in_chans)) if v is not None}
+        if drop_rate is not None:
+            changes["head"] = dataclasses.replace(spec.head, dropout=float(drop_rate))
+        if img_size is not None:
+            h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+            if h != w:
+                raise SpecError("img_size", "must be square: a model is built for one square size (it runs at any "
+                                "size the total stride divides)", img_size)
+            changes["resolution"] = h
         spec = spec.replace(**changes).validate() if changes else spec.validate()
         self.spec = spec
         self.num_classes = spec.num_classes

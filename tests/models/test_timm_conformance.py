@@ -44,6 +44,19 @@ def test_default_cfg_heads_and_pooling(name):
         assert bare(x).shape[-2:] == cfg["pool_size"] and bare(x).ndim == 4
 
 
+def test_the_keyword_arguments_timms_train_script_passes():
+    """timm's train.py always passes drop_rate (0.0 by default) and img_size with --img-size:
+    the head's dropout and the build size."""
+    model = timm.create_model(TIMM_PREFIX + "cmt_ti", num_classes=7, drop_rate=0.25, drop_path_rate=0.05,
+                              img_size=64).eval()
+    assert model.spec.head.dropout == 0.25 and model.spec.resolution == 64 and model.spec.drop_path_rate == 0.05
+    assert model.head.drop.p == 0.25
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 64, 64)).shape == (2, 7)
+    with pytest.raises(Exception, match="img_size must be square"):
+        timm.create_model(TIMM_PREFIX + "cmt_ti", img_size=(64, 96))
+
+
 @pytest.mark.parametrize("name", SMALLEST)
 def test_features_and_intermediates(name):
     x = torch.randn(1, 3, 96, 64)
