@@ -36,6 +36,16 @@ class MixerModule(nn.Module, metaclass=abc.ABCMeta):
     def build_shared(cfg, dim: int, ctx) -> nn.Module | None:
         return None
 
+    @staticmethod
+    def part_init(cfg) -> dict[str, str]:
+        """How the shared parts around this mixer start, as its family's code starts them: part ->
+        :func:`~hvsearch.layers.common.init_weights` scheme, for ``pos`` (the block's position
+        conv), ``ffn`` (a per-token MLP, ``mlp``), ``downsample`` (into the stage) and ``stem``
+        (read from the first stage's mixer). Only parts built by the common modules are
+        re-initialised (a family's own FFN or stem initialises itself); a part not named keeps
+        the common modules' initialisation."""
+        return {}
+
     @abc.abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor: ...
 

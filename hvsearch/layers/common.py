@@ -63,19 +63,25 @@ class ConvBN(nn.Sequential):
 
 def init_weights(module: nn.Module, conv: str = "kaiming_fan_out", linear: str = "trunc_normal",
                  std: float = 0.02) -> None:
-    """Initialise every Conv2d/Linear under ``module`` with a named scheme; biases to 0.
+    """Initialise every Conv2d/Linear under ``module`` with a named scheme.
 
-    Schemes: ``trunc_normal`` (std 0.02), ``kaiming_fan_out`` (He normal on fan-out, as timm's
-    conv nets), ``default`` (leave PyTorch's default).
+    Schemes: ``trunc_normal`` (std 0.02), ``kaiming_fan_out`` (He normal on fan-out as PyTorch's
+    ``kaiming_normal_(mode="fan_out")`` counts it: out channels × kernel area, not divided by the
+    groups — what CMT's and ConvMLP's code call; a depthwise conv starts small), both with biases
+    0; ``torch_default`` (PyTorch's own initialisation again, biases included: Container's convs);
+    ``default`` (leave the module as built).
     """
     for m in module.modules():
         scheme = conv if isinstance(m, nn.Conv2d) else linear if isinstance(m, nn.Linear) else None
         if scheme is None or scheme == "default":
             continue
+        if scheme == "torch_default":
+            m.reset_parameters()
+            continue
         if scheme == "trunc_normal":
             trunc_normal_(m.weight, std=std)
         elif scheme == "kaiming_fan_out":
-            fan_out = m.weight.shape[0] * math.prod(m.weight.shape[2:]) // getattr(m, "groups", 1)
+            fan_out = m.weight.shape[0] * math.prod(m.weight.shape[2:])
             nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
         else:
             raise ValueError(f"unknown init scheme {scheme!r}")

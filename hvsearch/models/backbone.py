@@ -25,7 +25,7 @@ from timm.models._features import feature_take_indices
 from hvsearch.arch import ModelSpec, StageContext, StageSpec
 from hvsearch.errors import SpecError
 from hvsearch.layers import LayerScale2d, build, get_module, make_norm
-from hvsearch.layers.common import DropPath
+from hvsearch.layers.common import DropPath, init_weights
 
 
 def drop_path_rates(spec: ModelSpec) -> list[list[float]]:
@@ -45,6 +45,16 @@ def drop_path_rates(spec: ModelSpec) -> list[list[float]]:
 def _linspace(stop: float, n: int) -> list[float]:
     # plain Python (not torch.linspace) so that models can be built on the meta device
     return [stop * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
+
+
+def _family_init(part: nn.Module | None, scheme: str | None) -> None:
+    """``part`` re-initialised with ``scheme`` (see ``MixerModule.part_init``) when it is one of the
+    common modules (a family's own part initialises itself as its code does) and a scheme is
+    named."""
+    if part is None or scheme is None:
+        return
+    if type(part).__module__ in (nn.Conv2d.__module__, "hvsearch.layers.common"):
+        init_weights(part, conv=scheme, linear=scheme)
 
 
 class Block(nn.Module):
@@ -72,6 +82,10 @@ class Block(nn.Module):
         else:
             self.norm2 = self.ffn = self.ls2 = nn.Identity()  # unused (see norm1 above)
         self.drop_path = drop
+        init = mixer_cls.part_init(stage.mixer)  # the mixer's family starts the parts around it
+        _family_init(self.pos, init.get("pos"))
+        if self.has_ffn:
+            _family_init(self.ffn, init.get("ffn"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pos is not None:
@@ -90,6 +104,7 @@ class Stage(nn.Module):
         super().__init__()
         self.downsample = build("downsample", stage.downsample, in_dim, stage.width)
         mixer_cls = get_module("mixer", stage.mixer.type)
+        _family_init(self.downsample, mixer_cls.part_init(stage.mixer).get("downsample"))
         # One module shared by every block of the stage (e.g. CMT's relative position bias).
         self.shared = mixer_cls.build_shared(stage.mixer, stage.width, ctx)
         self.blocks = nn.Sequential(*[Block(stage, dataclasses.replace(ctx, block=i), self.shared, dp)
@@ -141,6 +156,8 @@ class HybridBackbone(nn.Module):
         self.spec = spec
         self.num_classes = spec.num_classes
         self.stem = build("stem", spec.stem, spec.in_chans)
+        first = spec.stages[0].mixer
+        _family_init(self.stem, get_module("mixer", first.type).part_init(first).get("stem"))
         ctxs = spec.stage_contexts()
         self.stages = nn.Sequential()
         self.feature_info = []

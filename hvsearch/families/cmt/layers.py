@@ -65,6 +65,12 @@ class RelPosBias(nn.Module):
 class CMTAttention(MixerModule):
     """Lightweight multi-head self-attention (the LPU is the block's position encoding)."""
 
+    @staticmethod
+    def part_init(cfg) -> dict[str, str]:
+        # CMT's code initialises every conv with kaiming_normal_(mode="fan_out"), bias 0: the LPU
+        # (the block's position conv) too; its patch embeddings are the common ones' already
+        return {"pos": "kaiming_fan_out"}
+
     def __init__(self, cfg: CMTAttentionConfig, dim: int, ctx, shared: RelPosBias | None):
         super().__init__()
         self.heads, self.sr = cfg.heads, cfg.sr_ratio

@@ -51,6 +51,14 @@ def resize_affinity(table: torch.Tensor, build_size: tuple[int, int], size: tupl
 class ContainerMixer(MixerModule):
     """Multi-head context aggregation (see :class:`~hvsearch.families.container.config.ContainerMixerConfig`)."""
 
+    @staticmethod
+    def part_init(cfg) -> dict[str, str]:
+        # Container's code leaves convs at PyTorch's default (stem, patch embeddings, CPE) and
+        # initialises Linear layers trunc-normal: a conv-only stage's MLP is 1x1 convs (default),
+        # an attention stage's is Linear layers
+        return {"stem": "torch_default", "downsample": "torch_default", "pos": "torch_default",
+                "ffn": "trunc_normal" if cfg.dynamic else "torch_default"}
+
     def __init__(self, cfg: ContainerMixerConfig, dim: int, ctx, shared=None):
         super().__init__()
         self.dim, self.heads, self.dynamic, self.static = dim, cfg.heads, cfg.dynamic, cfg.static

@@ -78,6 +78,11 @@ class HireMixer(MixerModule):
     """Hire module: H-branch and W-branch inner-region MLPs (with this block's cross-region
     shift), a channel FC branch, split-attention reweighting of the three, 1×1 projection."""
 
+    @staticmethod
+    def part_init(cfg) -> dict[str, str]:
+        # Hire-MLP's code: Linear and Conv2d trunc-normal 0.02, bias 0 (stem, downsampling too)
+        return {"downsample": "trunc_normal", "stem": "trunc_normal"}
+
     def __init__(self, cfg: HireMixerConfig, dim: int, ctx, shared=None):
         super().__init__()
         self.region, self.pad_mode = cfg.region, cfg.pad_mode

@@ -166,6 +166,11 @@ class DMixer(MixerModule):
     """IDConv on the first half of the channels, OSRA on the second, then the squeezed token
     enhancer (STE): y = x + [dw3×3 → GELU → BN → 1×1 squeeze → GELU → BN → 1×1 → BN](x)."""
 
+    @staticmethod
+    def part_init(cfg) -> dict[str, str]:
+        # TransXNet's code: every conv trunc-normal 0.02, bias 0 (CPE, stem, downsampling too)
+        return {"pos": "trunc_normal", "downsample": "trunc_normal", "stem": "trunc_normal"}
+
     def __init__(self, cfg: DMixerConfig, dim: int, ctx, shared: RelPosEncoding | None):
         super().__init__()
         half = dim // 2
