@@ -494,7 +494,7 @@ def run_search(space: Space, *, study: str | None = None, storage: str | None = 
     study_dir = Path(studies_dir).resolve() / name
     summary = RunSummary(name, url, 0.0, {}, None, None)
     try:
-        with st.Heartbeat(opened.study):
+        with st.Heartbeat(opened):
             # Made before Ray starts, so that bad search.sampler_options fail at once; a continued
             # study reseeds past its trials (the same seed would replay proposals already trained).
             sampler = st.make_sampler(space, seed_offset=len(opened.study.trials))

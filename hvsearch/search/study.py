@@ -301,6 +301,7 @@ def open_for_run(space: Space, name: str, url: str, resume: bool) -> Opened:
     lock, and mark trials left running by a dead driver as interrupted and re-queue them."""
     import optuna
 
+    _hold_host_lock(url, name)  # before anything is read: creating and taking over are one step
     storage = open_storage(url)
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     created = name not in existing
@@ -396,6 +397,58 @@ def _alive(pid: int) -> bool:
     return True
 
 
+#: lock key -> the open file this process holds an exclusive ``flock`` on (see _hold_host_lock)
+_HOST_LOCKS: dict[str, int] = {}
+
+
+def _host_lock_path(url: str, name: str) -> Path:
+    """One lock file per (storage, study) in a per-user folder of the temporary directory; an
+    SQLite storage is keyed by its absolute path (two working folders, two databases)."""
+    import hashlib
+    import tempfile
+
+    key = url
+    if url.startswith("sqlite:///"):
+        key = "sqlite:///" + str(Path(url[len("sqlite:///"):]).resolve())
+    digest = hashlib.sha256(f"{key}\0{name}".encode()).hexdigest()[:20]
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(tempfile.gettempdir()) / f"hvsearch-{uid}-locks" / f"{digest}.lock"
+
+
+def _hold_host_lock(url: str, name: str) -> None:
+    """An exclusive ``flock`` on the study's lock file, held until :func:`release_host_lock` or
+    the process ends (the kernel releases it even after ``kill -9``): a second driver of the
+    study on this machine is refused at once, even while the first is stopped (Ctrl-Z) or
+    between its check and its claim of the study's driver lock (which alone is a read, then a
+    write: two drivers starting together both won it). Drivers on other machines sharing a
+    database are kept apart by the heartbeat alone (:func:`_take_driver_lock`)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the heartbeat alone
+        return
+    path = _host_lock_path(url, name)
+    if str(path) in _HOST_LOCKS:
+        return  # this process holds it already (a study continued in the same process)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise StudyError(f"study {name!r} is being run by {holder} on this machine; wait for it or stop it") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()}".encode())
+    _HOST_LOCKS[str(path)] = fd
+
+
+def release_host_lock(url: str, name: str) -> None:
+    """Let another driver run the study (the end of a run)."""
+    fd = _HOST_LOCKS.pop(str(_host_lock_path(url, name)), None)
+    if fd is not None:
+        os.close(fd)  # closing the only descriptor releases the flock
+
+
 def _take_driver_lock(study, name: str) -> None:
     held = study.user_attrs.get("driver")
     me = {"host": socket.gethostname(), "pid": os.getpid()}
@@ -409,10 +462,12 @@ def _take_driver_lock(study, name: str) -> None:
 
 
 class Heartbeat:
-    """Refresh the study's driver lock every HEARTBEAT_S seconds until stopped."""
+    """Refresh the study's driver lock every HEARTBEAT_S seconds until stopped; then clear it and
+    release this machine's lock on the study (``opened``)."""
 
-    def __init__(self, study):
-        self.study = study
+    def __init__(self, opened: "Opened"):
+        self.opened = opened
+        self.study = opened.study
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hvsearch-heartbeat", daemon=True)
 
@@ -438,6 +493,8 @@ class Heartbeat:
             self.study.set_user_attr("driver", None)
         except Exception:
             pass
+        finally:
+            release_host_lock(self.opened.url, self.opened.study.study_name)
 
 
 def arch_json(spec) -> str:

@@ -52,6 +52,30 @@ def test_one_driver_at_a_time(url):
     st.open_for_run(space, "tiny", url, resume=True)  # its driver is dead: the study is free
 
 
+def test_a_driver_on_this_machine_holds_the_study_until_it_ends(url, tmp_path):
+    """The machine-wide lock: another process driving the study (here one that opened it and
+    sleeps, its heartbeat cleared as a stopped driver's would go stale) refuses this one at once,
+    and once it is killed (kill -9: the kernel lets go of its lock) the study is free."""
+    space = load_space(TINY)
+    code = ("import sys, time; from hvsearch.search import study as st; from hvsearch.space import load_space; "
+            "o = st.open_for_run(load_space(sys.argv[1]), 'tiny', sys.argv[2], resume=False); "
+            "o.study.set_user_attr('driver', None); print('held', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(TINY), url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StudyError, match=f"'tiny' is being run by pid {holder.pid} on this machine"):
+            st.open_for_run(space, "tiny", url, resume=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    opened = st.open_for_run(space, "tiny", url, resume=True)
+    with st.Heartbeat(opened):  # a run's end releases it: another process may take the study
+        pass
+    taker = subprocess.run([sys.executable, "-c", code.replace("time.sleep(120)", "pass"), str(TINY), url],
+                           capture_output=True, text=True, timeout=120)
+    assert taker.returncode == 0 and taker.stdout.strip() == "held", taker.stderr
+
+
 def test_dead_drivers_trials_are_requeued(url):
     space = load_space(TINY)
     opened = st.open_for_run(space, "tiny", url, resume=False)

@@ -3,6 +3,7 @@ one line with exit status 2."""
 import csv
 from pathlib import Path
 
+import pytest
 import yaml
 
 from hvsearch.cli import main
@@ -49,8 +50,10 @@ def test_train_errors_are_one_line(tmp_path, capsys):
     assert not out.exists()  # a run that fails to start leaves no folder behind
     assert main(["train", "cmt_ti", "--data", "cifar10"]) == 2
     assert "data.root is required for the cifar10 data set" in capsys.readouterr().err
-    assert main(["train", "cmt_ti", "--resolution", "40"]) == 2
-    assert "train.resolution must be a multiple of 32" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:  # checked as the command line is parsed
+        main(["train", "cmt_ti", "--resolution", "40"])
+    assert done.value.code == 2
+    assert "argument --resolution: must be an integer in [32, 8192], a multiple of 32, got 40" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: {epochs: 1}\nsearhc: {trials: 3}\n")
     assert main(["train", "cmt_ti", "--config", str(bad)]) == 2
