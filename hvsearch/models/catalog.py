@@ -37,6 +37,7 @@ class Seed:
     code_params_m: float | None = None
     code_gflops: float | None = None
     notes: str = ""
+    crop_pct: float = 0.9  # the evaluation crop of the official scripts (timm's pretrained cfg)
 
     @property
     def ref_params_m(self) -> float:
@@ -80,15 +81,20 @@ _WEIGHT_KEYS = ("file", "url", "hf_hub_id", "state_dict")
 
 def pretrained_cfg(spec: ModelSpec) -> dict:
     """timm's pretrained cfg of an architecture (no weights): its input size, the pooled map at
-    stride 32, normalisation (ImageNet's for 3 channels, 0.5/0.5 otherwise), the names of its
-    first conv and its classifier."""
+    stride 32, normalisation (ImageNet's for 3 channels, 0.5/0.5 otherwise), the evaluation crop
+    (a seed's own, else 0.9), the names of its first conv and its classifier."""
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     r, c = spec.resolution, spec.in_chans
     mean, std = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD) if c == 3 else ((0.5,) * c, (0.5,) * c)
     return dict(url="", num_classes=spec.num_classes, input_size=(c, r, r), pool_size=(r // 32, r // 32),
-                min_input_size=(c, 32, 32), crop_pct=0.9, interpolation="bicubic", mean=mean, std=std,
+                min_input_size=(c, 32, 32), crop_pct=_crop_pct(spec), interpolation="bicubic", mean=mean, std=std,
                 first_conv=_first_conv(spec), classifier="head.fc", license="apache-2.0")
+
+
+def _crop_pct(spec: ModelSpec) -> float:
+    seed = _SEEDS.get(spec.name)
+    return seed.crop_pct if seed is not None and seed.spec.arch_id == spec.arch_id else 0.9
 
 
 def _first_conv(spec: ModelSpec) -> str:

@@ -23,6 +23,7 @@ def test_default_cfg_heads_and_pooling(name):
     model = timm.create_model(TIMM_PREFIX + name).eval()
     cfg, spec = model.pretrained_cfg, model.spec
     assert cfg["input_size"] == (3, spec.resolution, spec.resolution)
+    assert cfg["crop_pct"] == (0.95 if name == "transxnet_b" else 0.9)  # the official scripts' evaluation crop
     assert cfg["pool_size"] == (spec.resolution // 32,) * 2
     state = model.state_dict()
     assert cfg["first_conv"] + ".weight" in state and cfg["classifier"] + ".weight" in state
