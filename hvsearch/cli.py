@@ -198,7 +198,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         space, study = smoke_space(space), f"{args.study or space.name}-smoke"
     if overrides:
-        space = space.with_overrides(**overrides)
+        space = _with_flags(space, overrides)
     from hvsearch.search.runner import run_search
 
     summary = run_search(space, study=study, storage=args.storage, address=args.address, resume=args.resume,
@@ -207,6 +207,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"hvsearch run: no architecture of study {summary.study!r} has finished training", file=sys.stderr)
         return 1
     return 0
+
+
+#: a space setting -> the flag of run / calibrate that overrides it (an error names what was typed)
+_OVERRIDE_FLAGS = {"search.trials": "--trials", "search.sampler": "--sampler", "search.seed": "--seed",
+                   "search.objectives": "--objectives", "search.time_budget": "--time-budget",
+                   "resources.max_concurrent": "--max-concurrent", "resources.cpus_per_trial": "--cpus-per-trial",
+                   "resources.gpus_per_trial": "--gpus-per-trial"}
+
+
+def _with_flags(space, overrides: dict):
+    """``space.with_overrides(**overrides)``, a broken rule named by the flag that broke it."""
+    from hvsearch.errors import SpaceError
+
+    try:
+        return space.with_overrides(**overrides)
+    except SpaceError as e:
+        key = e.path.split("[")[0]
+        flag = _OVERRIDE_FLAGS.get(key)
+        if flag is None:
+            raise
+        raise SpaceError(f"{flag}{e.path[len(key):]}", f"{e.rule} (it sets {key})", e.value) from None
 
 
 def _number_or_text(value: str):
@@ -468,7 +489,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in ("max_concurrent", "cpus_per_trial", "gpus_per_trial")
                  if getattr(args, k) is not None}
     if overrides:
-        space = space.with_overrides(**overrides)
+        space = _with_flags(space, overrides)
     if args.bootstrap < 100:
         raise HVSearchError(f"--bootstrap must be >= 100 resamples for a 95% interval, got {args.bootstrap}")
     run_calibration(space, n=args.archs, reference_epochs=args.reference_epochs,

@@ -50,7 +50,10 @@ def test_show_table_yaml_and_json(tmp_path, capsys):
      "hvsearch scale: error: argument --phi: invalid float value: 'abc' (see `hvsearch scale --help`)"),
     (["bogus"], "hvsearch: error: argument COMMAND: invalid choice: 'bogus'"),
     (["run", str(Path(__file__).resolve().parents[1] / "spaces" / "tiny.yaml"), "--objectives", "accuracy", "energy"],
-     "hvsearch run: error: search.objectives[1] must be one of accuracy, flops, params, latency, got 'energy'"),
+     "hvsearch run: error: --objectives[1] must be one of accuracy, flops, params, latency (it sets "
+     "search.objectives), got 'energy'"),
+    (["run", str(Path(__file__).resolve().parents[1] / "spaces" / "tiny.yaml"), "--trials", "0"],
+     "hvsearch run: error: --trials must be an integer in [1, 1000000] (it sets search.trials), got 0"),
 ])
 def test_errors_are_one_line_without_traceback(args, fragment):
     r = run_cli(*args)
