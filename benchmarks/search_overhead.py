@@ -41,6 +41,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from hvsearch.errors import HVSearchError
 from hvsearch.search import study as st
 from hvsearch.space import load_space
 
@@ -115,6 +116,9 @@ def _edited_space(path: str, changes: list[str], folder: Path) -> Path:
     """A copy of the space file with ``section.key=value`` changes (values read as YAML)."""
     import yaml
 
+    from hvsearch.errors import SpaceError
+    from hvsearch.yamlio import load_yaml
+
     data = yaml.safe_load(Path(path).read_text())
     for change in changes:
         key, sep, value = change.partition("=")
@@ -123,8 +127,13 @@ def _edited_space(path: str, changes: list[str], folder: Path) -> Path:
         *parents, leaf = key.split(".")
         node = data
         for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+            node = node.setdefault(part, {}) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            sys.exit(f"--set {change!r}: {'.'.join(parents)} is not a section of {path}")
+        try:
+            node[leaf] = load_yaml(value, SpaceError, where=f"--set {key}")
+        except SpaceError as e:
+            sys.exit(f"--set {change!r}: {e}")
     out = folder / Path(path).name
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out
@@ -153,7 +162,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hvs-bench-") as tmp:
         if args.set:
             space_path = str(_edited_space(args.space, args.set, Path(tmp)))
-            load_space(space_path)
+            try:
+                load_space(space_path)
+            except HVSearchError as e:  # named by the user's file and flags, not the edited copy
+                sys.exit(f"{args.space} with --set {' '.join(args.set)}: {str(e).removeprefix(space_path + ': ')}")
         for i in range(args.repeats):
             rows.append(one_run(space_path, args, Path(tmp), i))
             print(f"run {i}: {rows[-1]['wall_s']:.1f} s wall, {rows[-1]['train_sum_s']:.1f} s of training",
