@@ -386,8 +386,16 @@ def make_loaders(splits: DataSplits, batch_size: int, workers: int | None, devic
         workers = 0 if splits.in_memory else min(8, max(1, _cpu_count() - 1))
     common = dict(num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     sampler = EpochSampler(len(splits.train), seed)
-    train = DataLoader(splits.train, batch_size=batch_size, sampler=sampler, drop_last=True, **common)
-    val = DataLoader(splits.val, batch_size=batch_size, shuffle=False, **common)
+    # Each loader draws its workers' base seed from a generator of its own: from torch's global
+    # one it would take a number whenever an iterator is made, which with persistent workers is
+    # at the first epoch only (and at the epoch a run resumes at), shifting drop-path's and
+    # dropout's masks (seed_epoch) between a resumed run and an uninterrupted one.
+    def own(stream: int) -> torch.Generator:
+        return torch.Generator().manual_seed(derive_seed(seed, 0, stream))
+
+    train = DataLoader(splits.train, batch_size=batch_size, sampler=sampler, drop_last=True, generator=own(5),
+                       **common)
+    val = DataLoader(splits.val, batch_size=batch_size, shuffle=False, generator=own(6), **common)
     return train, val, sampler
 
 

@@ -46,6 +46,25 @@ def test_resume_replays_an_uninterrupted_run(tmp_path):
     assert again == []
 
 
+def test_resume_replays_an_uninterrupted_run_with_loader_workers_and_drop_path(tmp_path):
+    """With DataLoader workers (kept across epochs) and drop-path drawing from torch's generator:
+    a resumed run still replays the uninterrupted one, and the worker count changes nothing."""
+    spec = tiny_spec()
+    cfg = QUICK.replace(drop_path=0.3, workers=1)
+    straight = train_proxy(spec, cfg, SMALL, checkpoint_dir=tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        train_proxy(spec, cfg, SMALL, checkpoint_dir=tmp_path / "b", report=_stop_after(1))
+    resumed = train_proxy(spec, cfg, SMALL, checkpoint_dir=tmp_path / "b")
+    in_process = train_proxy(spec, cfg.replace(workers=0), SMALL, checkpoint_dir=tmp_path / "c")
+    keys = ("epoch", "train_loss", "val_top1")
+    for run in (resumed, in_process):
+        assert [[m[k] for k in keys] for m in run.history] == [[m[k] for k in keys] for m in straight.history]
+    a = torch.load(tmp_path / "a" / proxy.CHECKPOINT_NAME, weights_only=True)["model"]
+    for other in ("b", "c"):
+        b = torch.load(tmp_path / other / proxy.CHECKPOINT_NAME, weights_only=True)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a), other
+
+
 def _stop_after(epochs):
     def report(metrics):
         if metrics["epoch"] == epochs:
