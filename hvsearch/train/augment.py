@@ -68,6 +68,23 @@ class TrainTransform:
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The centre ``size`` × ``size`` square of a batch of images at least that large."""
+    h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top:top + size, left:left + size]
+
+
+def as_validated(images: torch.Tensor, resolution: int, in_memory: bool) -> torch.Tensor:
+    """Training images framed as validation frames its own: an image folder's training images are
+    decoded larger (``resolution / crop_pct``) for the random crops, and validation takes the
+    centre ``resolution`` square of the same decode, so they are centre-cropped; an in-memory
+    set's are resized by :class:`EvalTransform` as its validation images are."""
+    if not in_memory and min(images.shape[-2:]) > resolution:
+        return center_crop(images, resolution)
+    return images
+
+
 class EvalTransform:
     """Resize to ``resolution`` if needed (antialiased bilinear) and normalise."""
 

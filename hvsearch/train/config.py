@@ -51,7 +51,10 @@ class TrainConfig:
     #: Peak learning rate of AdamW (timm ``create_optimizer_v2``; no weight decay on norms/biases).
     lr: float = 2e-3
     weight_decay: float = 0.05
-    #: Linear warm-up from ``warmup_lr`` to ``lr``, in epochs (fractions allowed), then cosine to ``min_lr``.
+    #: Linear warm-up from ``warmup_lr`` towards ``lr``, in epochs (fractions allowed), over a cosine
+    #: to ``min_lr`` that starts at step 0, as timm's ``train.py`` schedules it (``warmup_prefix``
+    #: off): the warm-up ends on the cosine's value there, so with 1 warm-up epoch of 2 the rate
+    #: peaks at 0.9 ``lr`` and then follows the cosine (0.5 ``lr`` half-way).
     warmup_epochs: float = 1.0
     warmup_lr: float = 1e-6
     min_lr: float = 1e-5

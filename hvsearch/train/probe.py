@@ -16,9 +16,11 @@ from hvsearch.train.data import load_data
 L2_STRENGTHS = (1e-4, 1e-3, 1e-2, 1e-1)
 
 
-def _matrix(dataset, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _matrix(dataset, resolution: int, in_memory: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    from hvsearch.train.augment import as_validated
+
     images, labels = zip(*(dataset[i] for i in range(len(dataset))))
-    x = torch.stack(images).float()
+    x = as_validated(torch.stack(images), resolution, in_memory).float()
     if x.shape[-1] != resolution:
         x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True)
     return x.flatten(1), torch.tensor(labels)
@@ -30,8 +32,8 @@ def pixel_linear_probe(data: DataConfig, resolution: int = 32, iterations: int =
     ``train.fraction`` trains on) for each of ``l2_strengths``; return the best ``val_top1``
     with its ``train_top1`` (percent) and ``l2``. Any channel count: pixels are flattened."""
     splits = load_data(data, resolution, fraction)
-    x_train, y_train = _matrix(splits.train, resolution)
-    x_val, y_val = _matrix(splits.val, resolution)
+    x_train, y_train = _matrix(splits.train, resolution, splits.in_memory)
+    x_val, y_val = _matrix(splits.val, resolution, splits.in_memory)
     mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
     x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
     best = {"val_top1": -1.0}

@@ -193,7 +193,7 @@ def data_batch(data, resolution: int, batch_size: int = 64, *, seed: int = 0
     """``batch_size`` images of the training split of ``data`` (a :class:`~hvsearch.train.DataConfig`),
     drawn from ``seed`` and normalised as evaluation sees them at ``resolution``; their labels
     and the data set's number of classes. What the pre-screen and ``calibrate`` score on."""
-    from hvsearch.train.augment import EvalTransform
+    from hvsearch.train.augment import EvalTransform, as_validated
     from hvsearch.train.data import load_data
 
     _check_int(batch_size, "batch_size", 2, "(NASWOT compares inputs; train-mode BatchNorm needs "
@@ -205,7 +205,8 @@ def data_batch(data, resolution: int, batch_size: int = 64, *, seed: int = 0
     g = torch.Generator().manual_seed(_derive(seed, _DATA_STREAM))
     idx = torch.randperm(n, generator=g)[:batch_size].tolist()
     items = [splits.train[i] for i in idx]
-    x = EvalTransform(resolution, splits.mean, splits.std)(torch.stack([im for im, _ in items]))
+    images = as_validated(torch.stack([im for im, _ in items]), resolution, splits.in_memory)
+    x = EvalTransform(resolution, splits.mean, splits.std)(images)
     y = torch.tensor([label for _, label in items], dtype=torch.long)
     return x, y, splits.num_classes
 

@@ -155,6 +155,26 @@ def test_image_folder_decodes_with_pillow(tmp_path):
     assert splits.val[0][0].shape == (3, 32, 32) and splits.in_chans == 3
 
 
+def test_folder_training_images_framed_as_validation_frames_them(tmp_path):
+    """The probe and the zero-cost batch look at training images as validation would: the centre
+    32-px square of the 37-px decode, not the whole decode shrunk to 32."""
+    from hvsearch.train.augment import as_validated
+    from hvsearch.train.data import FolderImages
+
+    write_image_folder(tmp_path)
+    splits = load_data(DataConfig(name="imagefolder", root=str(tmp_path), val_split=0.0), resolution=32)
+    files = splits.train.samples[:3]
+    train_view = torch.stack([splits.train[i][0] for i in range(3)])  # the 37-px decode
+    validation_view = torch.stack([FolderImages(files, short=37, crop=32)[i][0] for i in range(3)])
+    framed = as_validated(train_view, 32, in_memory=False)
+    assert framed.shape == (3, 3, 32, 32) and torch.equal(framed, train_view[..., 2:34, 2:34])
+    for i in range(3):  # validation's square of the same picture, up to the 1-px rounding of a centre
+        shifts = [train_view[i, :, t:t + 32, u:u + 32] for t in (2, 3) for u in (2, 3)]
+        assert any(torch.equal(validation_view[i], v) for v in shifts)
+    same = torch.zeros(2, 1, 32, 32, dtype=torch.uint8)
+    assert as_validated(same, 32, in_memory=True) is same  # in-memory sets: EvalTransform resizes
+
+
 def test_image_folder_errors_name_the_path(tmp_path):
     cfg = DataConfig(name="imagefolder", root=str(tmp_path / "missing"), val_split=0.0)
     with pytest.raises(DataError, match=f"image folder root {tmp_path / 'missing'} does not exist"):
