@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _retrain import final_accuracy, retrain, study_names  # noqa: E402
+from hvsearch.search.retrain import final_accuracy, retrain, study_names  # noqa: E402
 
 SAMPLERS = ("tpe", "nsga2", "random")
 STAGES = ("all", "search", "retrain", "report")

@@ -14,7 +14,7 @@ family's smallest published seed (``hvsearch seeds``) and scale it to the same c
   ratio is reported);
 * all of them, the searched one unscaled, are trained with the same recipe (the space's ``train:``
   with ``--epochs`` on ``--fraction`` of the training split) and ``--seeds`` training seeds
-  (``_retrain.py``: studies ``svs-<digest>-seed<k>`` in ``--storage``, resumable).
+  (``hvsearch.search.retrain``: studies ``svs-<digest>-seed<k>`` in ``--storage``, resumable).
 
 Written to ``--out``: ``models.csv`` (one row per model: family, φ, depths, widths, params, FLOPs
 and their ratio to the budget, the accuracy of each seed and their mean) and one architecture YAML
@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _retrain import final_accuracy, retrain  # noqa: E402
+from hvsearch.search.retrain import final_accuracy, retrain  # noqa: E402
 
 
 def smallest_seeds() -> dict[str, object]:
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         epochs = args.epochs or int(space.train.epochs)
         fraction = args.fraction or space.train.fraction
         specs = {label: spec for label, (spec, *_) in models.items()}
-        from _retrain import study_names
+        from hvsearch.search.retrain import study_names
 
         names = study_names("svs", [s.arch_id for s in specs.values()], args.seeds)
         if args.stage == "all":

@@ -446,6 +446,53 @@ def _scale_grid(seed, args: argparse.Namespace) -> int:
     return 0
 
 
+def _finalize_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("space", help="the search's space file (its recipe, and its study's name)")
+    p.add_argument("--study", type=_study_name, help="the search's study (default: the space's `name`)")
+    p.add_argument("--storage", help="the search's storage (default: studies/STUDY.db)")
+    p.add_argument("--studies-dir", default="studies")
+    p.add_argument("--results-dir", default="results", help="results/<study>/ gets finalists.csv and final.yaml")
+    p.add_argument("--top", type=_int_in(2, 100), default=4, help="architectures re-evaluated: the search's best "
+                   "by proxy accuracy, one per architecture (default 4)")
+    p.add_argument("--epochs", type=_int_in(1, 100_000), help="epochs of the re-evaluation (default 5x the "
+                   "space's train.epochs)")
+    p.add_argument("--fraction", type=float, help="share of the training split it trains on (default the "
+                   "space's train.fraction)")
+    p.add_argument("--seeds", type=_int_in(1, 100), default=2, help="training seeds per architecture (default 2)")
+    p.add_argument("--no-train", action="store_true", help="only report what has been trained")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    _ray_args(p)
+
+
+@command("finalize", help="re-evaluate a search's top architectures with a longer training and pick by it")
+@arguments(_finalize_args)
+def cmd_finalize(args: argparse.Namespace) -> int:
+    from hvsearch.space import load_space
+
+    space = load_space(args.space)  # before the heavy imports: a wrong path is answered at once
+    if args.fraction is not None and not 0 < args.fraction <= 1:
+        raise HVSearchError(f"--fraction must be in (0, 1], got {args.fraction}")
+    overrides = {k: getattr(args, k) for k in ("max_concurrent", "cpus_per_trial", "gpus_per_trial")
+                 if getattr(args, k) is not None}
+    if overrides:
+        space = _with_flags(space, overrides)
+    from hvsearch.search.finalize import run_finalize
+
+    done = run_finalize(space, study=args.study, storage=args.storage, top=args.top, epochs=args.epochs,
+                        fraction=args.fraction, seeds=args.seeds, address=args.address, num_cpus=args.num_cpus,
+                        studies_dir=args.studies_dir, results_dir=args.results_dir, train=not args.no_train,
+                        out=sys.stderr if args.format != "table" else sys.stdout)
+    _emit(done.table, args.format, "{:.2f}")
+    if args.format == "table":
+        if done.pick is None:
+            print("\nnot every finalist has a result yet: run it again to train the rest")
+        else:
+            p = done.pick
+            print(f"\npick: trial {p['trial']} ({p['mixers']}), {p['final_mean']:.2f}% mean of {args.seeds} seed(s) "
+                  f"(proxy rank {p['proxy_rank']}, {p['proxy_top1']:.2f}%): {done.results_dir}/final.yaml")
+    return 0 if done.pick is not None else 1
+
+
 def _calibrate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("space", help="a search-space YAML file: its train settings are the proxy")
     p.add_argument("-n", "--archs", type=_int_in(4, 100_000), default=20, help="architectures to sample, stratified by "

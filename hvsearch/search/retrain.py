@@ -1,8 +1,10 @@
 """Train a fixed set of architectures at one recipe with several training seeds, through the same
 machinery as ``hvsearch calibrate``'s reference (Ray Tune trials, one Optuna study per training
-seed, Optuna's grid sampler visiting each architecture once, no early stopping). Shared by the
-benchmarks that retrain what a search found. Re-running continues the studies; a study's name
-carries a digest of its architecture set, so another set never collides with it."""
+seed, Optuna's grid sampler visiting each architecture once, no early stopping). Used by
+``hvsearch finalize`` and by the benchmarks that retrain what a search found. Re-running
+continues the studies; a study's name carries a digest of its architecture set, so another set
+never collides with it.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -17,26 +19,27 @@ def study_names(prefix: str, arch_ids, seeds: int) -> list[str]:
     return [f"{prefix}-{digest}-seed{k}" for k in range(seeds)]
 
 
-def retrain(space, specs: dict, *, prefix: str, epochs: int, fraction: float, seeds: int, storage: str,
-            address: str | None, num_cpus: int | None, out: IO[str]) -> list[str]:
+def retrain(space, specs: dict, *, prefix: str, epochs: int, fraction: float, seeds: int, storage: str | None,
+            address: str | None, num_cpus: int | None, out: IO[str], studies_dir: str | Path = "studies",
+            names: list[str] | None = None) -> list[str]:
     """Train every spec of ``specs`` (label -> ModelSpec) ``seeds`` times with the space's recipe
     but ``epochs`` on ``fraction`` of the training split, seed k with ``train.seed + k``; the
-    studies' names (:func:`study_names`)."""
+    studies' names (:func:`study_names`, or ``names``)."""
     from hvsearch.search.calibrate import Candidate, candidate_space, count_params, dominant_mixer
     from hvsearch.search.runner import init_ray, run_search, stop_ray
 
     candidates = [Candidate(label=label, spec=spec, mixer=dominant_mixer(spec), params=count_params(spec),
                             size_bin=0) for label, spec in specs.items()]
-    names = study_names(prefix, [c.spec.arch_id for c in candidates], seeds)
+    names = names or study_names(prefix, [c.spec.arch_id for c in candidates], seeds)
     print(f"=== training {len(candidates)} architecture(s): {epochs} epoch(s) on {100 * fraction:g}% of the "
           f"training split, {seeds} seed(s): studies {', '.join(names)} in {storage}", file=out, flush=True)
-    owner = Path("studies").resolve() / prefix  # its Ray processes, for a killed run's cleanup
+    owner = Path(studies_dir).resolve() / prefix  # its Ray processes, for a killed run's cleanup
     started = init_ray(address, num_cpus, owner=owner)
     try:
         for k, name in enumerate(names):
             run_search(candidate_space(space, candidates, name=name, epochs=epochs, seed_offset=k,
                                        fraction=fraction),
-                       study=name, storage=storage, results_dir=None, out=out)
+                       study=name, storage=storage, studies_dir=studies_dir, results_dir=None, out=out)
     finally:
         stop_ray(started, owner)
     return names

@@ -318,7 +318,7 @@ def open_for_run(space: Space, name: str, url: str, resume: bool) -> Opened:
         _name_objectives(study, space)
     else:
         study = optuna.load_study(study_name=name, storage=storage)
-        _check_same_space(study, space, name)
+        check_same_space(study, space, name)
     _take_driver_lock(study, name)
     requeued = requeue_interrupted(study, storage, reason="the search process stopped while the trial was running")
     done = sum(1 for t in study.get_trials(deepcopy=False)
@@ -337,7 +337,8 @@ def _name_objectives(study, space: Space) -> None:
         study.set_metric_names([RESULT_KEYS[o] for o in space.search.objectives])
 
 
-def _check_same_space(study, space: Space, name: str) -> None:
+def check_same_space(study, space: Space, name: str) -> None:
+    """StudyError unless ``study`` was made from ``space`` (its fingerprint and objectives)."""
     old = study.user_attrs.get("fingerprint")
     if old is not None and old != space.fingerprint():
         raise StudyError(
