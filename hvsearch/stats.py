@@ -131,9 +131,16 @@ def bootstrap_ci(x, y, stat: Callable, *, n_boot: int = 1000, level: float = 0.9
     return float(lo), float(hi)
 
 
-def _top(values: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the k highest values; ties keep row order (stable sort)."""
-    return np.argsort(-values, kind="stable")[:k]
+def _membership(values: np.ndarray, k: int) -> np.ndarray:
+    """The chance that each position is among the ``k`` highest values when ties are broken at
+    random: 1 above the cut, 0 below it, and for the group tied at the cut the slots it has left
+    over its size (7 architectures tied at 100% for 5 places: 5/7 each)."""
+    v = np.asarray(values, dtype=float)
+    cut = np.sort(v)[::-1][k - 1]
+    above, at = v > cut, v == cut
+    p = above.astype(float)
+    p[at] = (k - above.sum()) / at.sum()
+    return p
 
 
 def _ceil_count(fraction: float, n: int) -> int:
@@ -141,15 +148,18 @@ def _ceil_count(fraction: float, n: int) -> int:
 
 
 def prescreen_survival(score, reference, *, top_fraction: float = 0.25,
-                       keep: float = 0.5) -> tuple[float, bool]:
+                       keep: float = 0.5) -> tuple[float, float]:
     """What a pre-screen keeping the ``score``'s top ``ceil(keep·n)`` saves of the
-    ``reference``'s top ``ceil(top_fraction·n)``: the share of them it keeps, and whether it
-    keeps the reference's best. Both 1-D, no NaN; ties are broken by position."""
+    ``reference``'s top ``ceil(top_fraction·n)``: the share of them it keeps, and the chance that
+    it keeps the reference's best. Both 1-D, no NaN. Ties (in either) are counted as the
+    expectation over breaking them at random, so the numbers do not depend on the order of the
+    rows: with no ties the share is exact and the chance 0 or 1."""
     s, r = np.asarray(score, dtype=float), np.asarray(reference, dtype=float)
     n = s.size
-    best = _top(r, _ceil_count(top_fraction, n))
-    kept = _top(s, _ceil_count(keep, n))
-    return float(np.isin(best, kept).mean()), bool(best[0] in kept)
+    k = _ceil_count(top_fraction, n)
+    in_best, in_kept = _membership(r, k), _membership(s, _ceil_count(keep, n))
+    best = r == r.max()  # the best, or the architectures tied for it (one of them at random)
+    return float((in_best * in_kept).sum() / k), float(in_kept[best].mean())
 
 
 def correlate(scores: pd.DataFrame, reference: pd.Series, *, n_boot: int = 1000,
@@ -162,9 +172,10 @@ def correlate(scores: pd.DataFrame, reference: pd.Series, *, n_boot: int = 1000,
     ``spearman_rho`` with their bootstrap intervals (``tau_lo``/``tau_hi``, ``rho_lo``/``rho_hi``,
     same ``seed`` for every score), ``top_kept``: the fraction of the reference's top
     ``ceil(top_fraction·n)`` that fall within the score's top ``ceil(keep·n)`` (what a pre-screen
-    keeping that share would save of the truly best), and ``best_kept``: whether the reference's
-    best survives it. Ties are broken by row order, in the score and in the reference. Fewer than
-    3 usable pairs give NaN (NA for ``best_kept``). Sorted by ``kendall_tau``, NaN last.
+    keeping that share would save of the truly best), and ``best_kept``: the chance that the
+    reference's best survives it (:func:`prescreen_survival`: ties count as their expectation over
+    random tie-breaks, not by row order). Fewer than 3 usable pairs give NaN. Sorted by
+    ``kendall_tau``, NaN last.
     """
     if not 0 < top_fraction <= 1 or not 0 < keep <= 1:
         raise ValueError(f"top_fraction and keep must be in (0, 1], got {top_fraction} and {keep}")
@@ -179,7 +190,7 @@ def correlate(scores: pd.DataFrame, reference: pd.Series, *, n_boot: int = 1000,
         n = int(usable.sum())
         row = dict(score=name, n=n, kendall_tau=math.nan, tau_lo=math.nan, tau_hi=math.nan,
                    spearman_rho=math.nan, rho_lo=math.nan, rho_hi=math.nan, top_kept=math.nan,
-                   best_kept=pd.NA)
+                   best_kept=math.nan)
         if n >= 3:
             tau_lo, tau_hi = bootstrap_ci(s, r, kendall, n_boot=n_boot, level=level, seed=seed)
             rho_lo, rho_hi = bootstrap_ci(s, r, spearman, n_boot=n_boot, level=level, seed=seed)
@@ -190,7 +201,6 @@ def correlate(scores: pd.DataFrame, reference: pd.Series, *, n_boot: int = 1000,
         rows.append(row)
     table = pd.DataFrame(rows, columns=["score", "n", "kendall_tau", "tau_lo", "tau_hi",
                                         "spearman_rho", "rho_lo", "rho_hi", "top_kept", "best_kept"])
-    table["best_kept"] = table["best_kept"].astype("boolean")
     table = table.sort_values("kendall_tau", ascending=False, na_position="last", kind="stable")
     return table.reset_index(drop=True)
 

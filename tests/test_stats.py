@@ -144,6 +144,20 @@ def test_correlate_top_kept_is_exact_for_copy_and_reversal(frame):
     assert pd.isna(sparse["best_kept"])
 
 
+def test_prescreen_survival_counts_ties_as_their_expectation_whatever_the_row_order():
+    from hvsearch.stats import prescreen_survival
+
+    # reference: three tied for the top 2 places (2/3 each); score keeps 1 of 4: the first of them
+    reference, score = [9.0, 9.0, 9.0, 1.0], [5.0, 4.0, 3.0, 2.0]
+    kept, best = prescreen_survival(score, reference, top_fraction=0.5, keep=0.25)
+    assert math.isclose(kept, (2 / 3) / 2) and math.isclose(best, 1 / 3)
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # the same in any row order
+        order = rng.permutation(4)
+        again = prescreen_survival(np.array(score)[order], np.array(reference)[order], top_fraction=0.5, keep=0.25)
+        assert np.allclose(again, (kept, best))
+
+
 def test_correlate_is_deterministic_under_seed(frame):
     scores, ref = frame
     pd.testing.assert_frame_equal(correlate(scores, ref, n_boot=100, seed=3),

@@ -598,7 +598,7 @@ def cheap_scores(archs: pd.DataFrame) -> list[str]:
 def correlation_table(archs: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Every cheap score against the seed-averaged ``reference`` (:func:`~hvsearch.stats.correlate`),
     after the ceiling row when the reference has two or more seeds (:func:`ceiling_row`), with
-    ``tau_of_ceiling``: each Kendall τ as a share of the ceiling's (NaN without a positive one)."""
+    ``tau_of_ceiling`` and its interval (``toc_lo``, ``toc_hi``): :func:`share_of_ceiling`."""
     from hvsearch.stats import correlate
 
     usable = archs["reference"].notna().sum()
@@ -614,11 +614,56 @@ def correlation_table(archs: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0)
     ceiling = ceiling_row(archs, n_boot=n_boot, seed=seed)
     if ceiling is not None:
         table = pd.concat([pd.DataFrame([ceiling], columns=table.columns), table], ignore_index=True)
-        table["best_kept"] = table["best_kept"].astype("boolean")
-    top = ceiling["kendall_tau"] if ceiling is not None else math.nan
-    share = table["kendall_tau"] / top if top > 0 else math.nan
-    table.insert(table.columns.get_loc("tau_hi") + 1, "tau_of_ceiling", share)
+    shares = [share_of_ceiling(archs, score, n_boot=n_boot, seed=seed) if kind != "ceiling" else
+              (1.0, math.nan, math.nan) if ceiling is not None and ceiling["kendall_tau"] > 0 else
+              (math.nan,) * 3 for score, kind in zip(table["score"], table["kind"])]
+    at = table.columns.get_loc("tau_hi") + 1
+    for i, col in enumerate(("tau_of_ceiling", "toc_lo", "toc_hi")):
+        table.insert(at + i, col, [v[i] for v in shares])
     return table
+
+
+def share_of_ceiling(archs: pd.DataFrame, score: str, *, n_boot: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> tuple[float, float, float]:
+    """A score's Kendall τ as a share of the ceiling's, like against like, with a paired bootstrap
+    interval: the score against each reference seed alone (the mean of those τ) over the seeds
+    against each other (:func:`ceiling_row`), both on the same resamples of architectures. (The
+    table's ``kendall_tau`` is against the seed average, which is less noisy than one seed, so
+    dividing it by the ceiling would build in shares above 1.) A resample whose ceiling is not
+    positive gives an unbounded share (±inf by the sign of the score's τ), so an interval reaching
+    such resamples says so. NaN without two seeds, or with a ceiling that is not positive."""
+    import numpy as np
+
+    from hvsearch.stats import kendall
+
+    cols = seed_columns(archs)
+    rows = archs["reference"].notna() & archs[score].notna()
+    if len(cols) < 2 or rows.sum() < 4:
+        return math.nan, math.nan, math.nan
+    runs = archs.loc[rows, cols].to_numpy(dtype=float).T  # (K, N)
+    values = archs.loc[rows, score].to_numpy(dtype=float)
+    pairs = list(itertools.combinations(range(len(cols)), 2))
+
+    def ratio(i: np.ndarray) -> np.ndarray:
+        i = np.atleast_2d(i)
+        num = np.mean([kendall(values[i], runs[k][i]) for k in range(len(cols))], axis=0)
+        den = np.mean([kendall(runs[x][i], runs[y][i]) for x, y in pairs], axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.sign(num) * np.inf)
+        return np.where(np.isnan(num) | np.isnan(den), np.nan, out)
+
+    n = runs.shape[1]
+    point = float(ratio(np.arange(n))[0])
+    if not np.isfinite(point):
+        return math.nan, math.nan, math.nan
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    boot = ratio(idx)
+    boot = boot[~np.isnan(boot)]
+    # resampled values themselves, not interpolated between them (between two infinite ones
+    # that would be NaN)
+    lo, hi = (np.quantile(boot, [(1 - level) / 2, (1 + level) / 2], method="inverted_cdf") if boot.size
+              else (math.nan, math.nan))
+    return point, float(lo), float(hi)
 
 
 def ceiling_row(archs: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any] | None:
@@ -659,7 +704,7 @@ def ceiling_row(archs: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> di
             else f"ceiling: reference seeds, mean of {len(pairs)} pairs")
     return dict(score=name, kind="ceiling", n=runs.shape[1], kendall_tau=float(tau(pos, pos)), tau_lo=tau_lo,
                 tau_hi=tau_hi, spearman_rho=float(rho(pos, pos)), rho_lo=rho_lo, rho_hi=rho_hi,
-                top_kept=float(np.mean(kept)), best_kept=pd.NA)
+                top_kept=float(np.mean(kept)), best_kept=math.nan)
 
 
 def render(table: pd.DataFrame) -> str:
@@ -669,10 +714,17 @@ def render(table: pd.DataFrame) -> str:
     def share(v) -> str:
         return "n/a" if pd.isna(v) else f"{v:.0%}"
 
+    def share_ci(v, lo, hi) -> str:
+        if pd.isna(v):
+            return "n/a"
+        ends = ["-inf" if x == -math.inf else "inf" if x == math.inf else f"{x:.0%}" for x in (lo, hi)]
+        return f"{v:.0%}" if pd.isna(lo) else f"{v:.0%} [{ends[0]}, {ends[1]}]"
+
     shown = pd.DataFrame({
         "score": table["score"], "kind": table["kind"], "n": table["n"],
         "Kendall tau [95% CI]": [ci(*r) for r in table[["kendall_tau", "tau_lo", "tau_hi"]].itertuples(index=False)],
-        "tau / ceiling": [share(v) for v in table["tau_of_ceiling"]],
+        "tau / ceiling [95% CI]": [share_ci(*r) for r in table[["tau_of_ceiling", "toc_lo", "toc_hi"]]
+                                   .itertuples(index=False)],
         "Spearman rho [95% CI]": [ci(*r) for r in table[["spearman_rho", "rho_lo", "rho_hi"]].itertuples(index=False)],
         "top-25% kept at 50%": [share(v) for v in table["top_kept"]],
     })
@@ -693,7 +745,8 @@ def ceiling_line(table: pd.DataFrame) -> str:
         return (f"ceiling: the reference's seeds do not agree (Kendall tau {r.kendall_tau:+.2f}): it does "
                 "not rank this sample, and no score's share of it is given")
     return (f"ceiling: the reference agrees with itself across seeds at Kendall tau {r.kendall_tau:+.2f} "
-            f"[{r.tau_lo:+.2f}, {r.tau_hi:+.2f}]; 'tau / ceiling' is each score's tau as a share of it")
+            f"[{r.tau_lo:+.2f}, {r.tau_hi:+.2f}]; 'tau / ceiling' is each score's tau against one seed as a "
+            "share of it, with a paired bootstrap interval")
 
 
 def flags_line(archs: pd.DataFrame) -> str:

@@ -168,6 +168,22 @@ def test_ceiling_is_the_seeds_agreement_and_its_interval_that_of_the_mean_over_p
     assert ceiling_row(_seeds_frame(s0), n_boot=300) is None
 
 
+def test_a_scores_share_of_the_ceiling_compares_like_with_like_with_a_paired_interval():
+    """The score against each seed alone over the seeds against each other: a score that is seed
+    0's accuracy itself gets (1 + c) / 2c, c the ceiling; its interval holds the point."""
+    from hvsearch.search.calibrate import share_of_ceiling
+
+    s0, s1 = [30, 55, 12, 70, 41, 64, 22, 58], [35, 50, 20, 61, 48, 67, 15, 66]
+    archs = _seeds_frame(s0, s1).assign(score=s0)
+    c = sps.kendalltau(s0, s1).statistic
+    point, lo, hi = share_of_ceiling(archs, "score", n_boot=400, seed=3)
+    assert math.isclose(point, (1 + c) / (2 * c), abs_tol=1e-12) and lo <= point <= hi
+    # against a ceiling that a resample can make non-positive, the interval is unbounded there
+    flat = _seeds_frame([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]).assign(score=[1, 2, 3, 4, 5])
+    _, _, hi = share_of_ceiling(flat, "score", n_boot=400, seed=3)
+    assert hi == math.inf
+
+
 def test_flags_follow_the_chance_and_disagreement_rule():
     # ten classes: chance 10%, flagged below 15; spreads 2, 4, 30, 3, 10, 12: median 7, limit max(20, 21)
     frame = _seeds_frame([10, 40, 20, 50, 14, 30], [12, 44, 50, 47, 4, 42])
