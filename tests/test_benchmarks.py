@@ -174,3 +174,26 @@ def test_export_check_compares_both_onnx_exporters_on_a_seed(tmp_path):
     assert row.torchscript_mb > 25 and row.dynamo_mb > 25
     assert row.torchscript_ort_ms > 0 and row.dynamo_ort_ms > 0
     assert row.dynamo_over_torchscript == pytest.approx(row.dynamo_ort_ms / row.torchscript_ort_ms)
+
+
+def test_finalize_vs_proxy_judges_both_picks_on_the_held_out_seed():
+    """Selection on seeds 0..K-2, judgement on the last: finalize's pick is the best selection
+    mean, the proxy's is its rank 1; a search with an untrained finalist is left out."""
+    from types import SimpleNamespace
+
+    import finalize_vs_proxy as fvp
+
+    def trial(number, arch, proxy):
+        return SimpleNamespace(number=number, values=[proxy], user_attrs={"arch_id": arch})
+
+    found = {("tpe", 0): [trial(4, "a", 85.5), trial(9, "b", 85.4)],
+             ("random", 0): [trial(2, "b", 85.6), trial(7, "c", 85.0)],
+             ("random", 1): [trial(1, "a", 85.1), trial(3, "d", 84.0)]}
+    accuracy = {"a": [88.0, 88.4, 88.1], "b": [89.0, 89.2, 88.9], "c": [89.5, 89.5, 89.6]}  # d: untrained
+    table, rows = fvp.evaluate(found, accuracy, 3)
+    assert len(rows) == 6 and list(table["sampler"]) == ["tpe", "random"]
+    tpe, rnd = table.iloc[0], table.iloc[1]
+    assert (tpe.proxy_pick_trial, tpe.final_pick_trial, tpe.final_pick_proxy_rank) == (4, 9, 2)
+    assert tpe.gain == pytest.approx(88.9 - 88.1) and not tpe.same_pick
+    assert (rnd.final_pick_trial, rnd.gain) == (7, pytest.approx(89.6 - 88.9))
+    assert "2 searches" in fvp.summary(table) and "2 better, 0 the same" in fvp.summary(table)

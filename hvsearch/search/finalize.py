@@ -43,14 +43,15 @@ class Finalists:
 
 
 def top_trials(study, top: int) -> list:
-    """The ``top`` trained trials of ``study`` by final proxy accuracy, one per architecture (the
-    first trial of an architecture wins a tie), best first. Trials ASHA stopped early are not
-    candidates: their accuracy is that of a shorter training."""
+    """The ``top`` trained trials of ``study`` by final proxy accuracy, one per architecture, best
+    first; ties as the search's best (``best.yaml``) breaks them: the cheaper in FLOPs, then the
+    earlier trial. Trials ASHA stopped early are not candidates: their accuracy is that of a
+    shorter training."""
     from optuna.trial import TrialState
 
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.values and t.user_attrs.get(st.ATTR_STATUS) == "trained" and st.ATTR_ARCH in t.user_attrs]
-    done.sort(key=lambda t: (-t.values[0], t.number))
+    done.sort(key=lambda t: (-t.values[0], float(t.user_attrs.get(st.ATTR_FLOPS) or 0), t.number))
     out, seen = [], set()
     for t in done:
         aid = t.user_attrs[st.ATTR_ARCH_ID]

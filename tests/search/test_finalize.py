@@ -23,6 +23,9 @@ def test_finalize_retrains_the_top_and_picks_by_the_mean(workdir):
     search = load(folder, "tiny")
     top = top_trials(search, 2)
     assert len(top) == 2 and top[0].values[0] >= top[1].values[0]
+    from hvsearch.search.results import best_trial
+
+    assert top[0].number == best_trial(search).number  # proxy rank 1 is the search's best.yaml
     assert len({t.user_attrs[st.ATTR_ARCH_ID] for t in top}) == 2
 
     args = ["finalize", str(space), "--top", "2", "--epochs", "4", "--seeds", "2", "--format", "csv"]

@@ -1,0 +1,155 @@
+"""Does ``hvsearch finalize`` pick better than the proxy's best?
+
+For each search of the search-vs-random benchmark (its studies, read from ``--searches``), the
+``--top`` architectures by proxy accuracy (``hvsearch.search.finalize.top_trials``: trained to
+the end, one per architecture) are the finalists. Every distinct finalist of every search is
+trained ``--seeds`` times at the re-evaluation budget (``--epochs`` on ``--fraction``; the union
+once, through ``hvsearch.search.retrain``: studies ``fvp-<digest>-seed<k>`` in ``--storage``,
+resumable: run again to continue). Then, per search:
+
+* the **proxy's pick**: its finalist of proxy rank 1 (what ``hvsearch run`` reports as best);
+* **finalize's pick**: the finalist with the best mean over the *selection* seeds (all but the
+  last);
+* both judged on the **held-out** last seed, which neither pick saw.
+
+Written to ``--out``: ``searches.csv`` (one row per search: both picks, their held-out accuracy,
+the gain) and ``finalists.csv`` (every finalist's seeds); the summary prints the mean gain with a
+bootstrap interval over searches, and wins / ties / losses.
+
+    python benchmarks/finalize_vs_proxy.py results/benchmarks/search-vs-random/fashion-proxy2.yaml \\
+        --searches results/benchmarks/search-vs-random/search-vs-random.db --samplers tpe random \\
+        --top 3 --seeds 3 --epochs 8 --fraction 0.2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from search_vs_random import search_name  # noqa: E402
+
+
+def finalists(args) -> dict[tuple[str, int], list]:
+    """(sampler, seed) -> that search's finalists, best proxy first."""
+    from hvsearch.search.finalize import top_trials
+    from hvsearch.search.study import load_study, storage_url
+
+    url = storage_url("search-vs-random", args.searches, "studies", create=False)
+    return {(sampler, seed): top_trials(load_study(search_name(sampler, seed), url), args.top)
+            for sampler in args.samplers for seed in args.seeds}
+
+
+def evaluate(found: dict, accuracy: dict[str, list[float]], seeds: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The per-search table and the per-finalist table (see the module docstring)."""
+    from hvsearch.search import study as st
+
+    searches, rows = [], []
+    for (sampler, seed), trials in found.items():
+        scored = []
+        for rank, t in enumerate(trials, start=1):
+            aid = t.user_attrs[st.ATTR_ARCH_ID]
+            acc = accuracy.get(aid, [math.nan] * seeds)
+            selection = float(np.mean(acc[:-1]))
+            scored.append((rank, t, aid, acc, selection))
+            rows.append({"sampler": sampler, "search_seed": seed, "proxy_rank": rank, "trial": t.number,
+                         "arch_id": aid, "proxy_top1": t.values[0],
+                         **{f"seed{k}": v for k, v in enumerate(acc)}, "selection_mean": selection})
+        if not scored or any(math.isnan(v) for *_, acc, _ in scored for v in acc):
+            continue  # not every finalist trained yet
+        proxy_pick = scored[0]
+        final_pick = max(scored, key=lambda r: (r[4], -r[0]))  # best selection mean; ties: proxy order
+        searches.append({"sampler": sampler, "search_seed": seed, "finalists": len(scored),
+                         "proxy_pick_trial": proxy_pick[1].number, "final_pick_trial": final_pick[1].number,
+                         "final_pick_proxy_rank": final_pick[0], "same_pick": proxy_pick[2] == final_pick[2],
+                         "proxy_pick_heldout": proxy_pick[3][-1], "final_pick_heldout": final_pick[3][-1],
+                         "gain": final_pick[3][-1] - proxy_pick[3][-1]})
+    return pd.DataFrame(searches), pd.DataFrame(rows)
+
+
+def summary(table: pd.DataFrame, *, n_boot: int = 10_000, seed: int = 0) -> str:
+    if table.empty:
+        return "no search has all its finalists trained yet"
+    gain = table["gain"].to_numpy(dtype=float)
+    boot = np.random.default_rng(seed).choice(gain, size=(n_boot, gain.size)).mean(axis=1)
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    wins, ties = int((gain > 0).sum()), int((gain == 0).sum())
+    return (f"{len(gain)} searches: finalize's pick minus the proxy's pick on the held-out seed, mean "
+            f"{gain.mean():+.2f} points [{lo:+.2f}, {hi:+.2f}] (bootstrap over searches); {wins} better, "
+            f"{ties} the same ({int(table['same_pick'].sum())} the same architecture), "
+            f"{len(gain) - wins - ties} worse")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hvsearch.errors import HVSearchError
+    from hvsearch.space import load_space
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("space", help="the search-vs-random benchmark's space file (its recipe)")
+    p.add_argument("--searches", required=True, help="the storage of the search-vs-random studies")
+    p.add_argument("--samplers", nargs="+", default=["tpe", "random"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="search seeds (default 0 1 2)")
+    p.add_argument("--top", type=int, default=3)
+    p.add_argument("--train-seeds", dest="train_seeds", type=int, default=3,
+                   help="training seeds per finalist: all but the last select, the last judges (default 3)")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--fraction", type=float, default=0.2)
+    p.add_argument("--storage", default="results/benchmarks/finalize-vs-proxy/finalize-vs-proxy.db")
+    p.add_argument("--out", default="results/benchmarks/finalize-vs-proxy")
+    p.add_argument("--report-only", action="store_true", help="read what is trained; train nothing")
+    p.add_argument("--address")
+    p.add_argument("--num-cpus", type=int)
+    args = p.parse_args(argv)
+    if args.train_seeds < 2:
+        p.error("--train-seeds must be >= 2: one to select, one held out")
+    try:
+        t0 = time.monotonic()
+        space = load_space(args.space)
+        found = finalists(args)
+        from hvsearch.arch import ModelSpec
+        from hvsearch.search import study as st
+        from hvsearch.search.retrain import final_accuracy, retrain, study_names
+
+        specs = {}
+        for trials in found.values():
+            for t in trials:
+                specs.setdefault(t.user_attrs[st.ATTR_ARCH_ID], ModelSpec.from_dict(json.loads(t.user_attrs[st.ATTR_ARCH])))
+        labels = {f"f{i:02d}": spec for i, (_, spec) in enumerate(sorted(specs.items()))}
+        print(f"{len(found)} searches, {sum(map(len, found.values()))} finalists, {len(labels)} distinct: each "
+              f"trained {args.train_seeds} times, {args.epochs} epochs on {100 * args.fraction:g}%", flush=True)
+        Path(args.storage).parent.mkdir(parents=True, exist_ok=True)
+        names = study_names("fvp", list(specs), args.train_seeds)
+        url = st.storage_url("fvp", args.storage, "studies")
+        if not args.report_only:
+            retrain(space, labels, prefix="fvp", epochs=args.epochs, fraction=args.fraction, seeds=args.train_seeds,
+                    storage=url, address=args.address, num_cpus=args.num_cpus, out=sys.stdout, names=names)
+        import optuna
+
+        have = {s.study_name for s in optuna.get_all_study_summaries(st.open_storage(url))}
+        accuracy: dict[str, list[float]] = {}
+        for k, name in enumerate(names):
+            for aid, (value,) in (final_accuracy([name], url) if name in have else {}).items():
+                accuracy.setdefault(aid, [math.nan] * len(names))[k] = value
+        table, rows = evaluate(found, accuracy, args.train_seeds)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out / "searches.csv", index=False)
+        rows.to_csv(out / "finalists.csv", index=False)
+        if not table.empty:
+            print(table.to_string(index=False, float_format="{:.2f}".format))
+        print(summary(table))
+        print(f"written {out}/searches.csv, finalists.csv ({time.monotonic() - t0:.0f} s)")
+    except HVSearchError as e:
+        print(f"finalize_vs_proxy: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
