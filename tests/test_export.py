@@ -196,7 +196,8 @@ def test_bad_input_is_one_line(arch_file, tmp_path):
                         ([str(arch_file), "--format", "tflite"], "invalid choice"),
                         ([str(arch_file), "--format", "torchscript", "--exporter", "dynamo"],
                          "--exporter dynamo chooses an ONNX exporter; it does not apply to --format torchscript"),
-                        ([str(arch_file), "--format", "onnx", "--batch", "0"], "--batch must be an integer from 1"),
+                        ([str(arch_file), "--format", "onnx", "--batch", "0"],
+                         "argument --batch: must be an integer in [1, 4096], got 0"),
                         ([str(arch_file), "--format", "safetensors", "--fixed-size"],
                          "--fixed-size fixes a shape of an ONNX file; it does not apply to --format safetensors")):
         proc = subprocess.run([sys.executable, "-m", "hvsearch.cli", "export", *args, "--out", str(tmp_path)],
