@@ -65,7 +65,7 @@ DEFAULT_REFERENCE_SEEDS = 2
 #: final accuracies (only where every seed finished): "never leaves chance" when every seed ends
 #: below chance (100 / classes) + CHANCE_MARGIN; "seeds disagree" when their spread (max − min)
 #: exceeds max(DISAGREE_POINTS, DISAGREE_FACTOR × the sample's median spread). Either way the
-#: architecture's place in the reference ranking is noise.
+#: architecture's reference accuracy is not to be trusted, so its place in the ranking may be noise.
 CHANCE_MARGIN = 5.0
 DISAGREE_POINTS = 20.0
 DISAGREE_FACTOR = 3.0
