@@ -148,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     except HVSearchError as e:
         print(f"finalize_vs_proxy: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the studies keep what was trained; the same command continues
+        print("finalize_vs_proxy: interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
     return 0
 
 
