@@ -91,10 +91,13 @@ def test_a_local_run_listens_on_loopback_only_with_token_auth(workdir, ray_tmp):
         for p in procs:
             try:
                 names.add(p.name())
-                if p.name() in ("gcs_server", "raylet"):
-                    auth.add(p.environ().get("RAY_AUTH_MODE", "unset"))
-                if "ImplicitFunc" in p.name():  # a trial's worker
-                    thread_timeout.add(p.environ().get("TUNE_FUNCTION_THREAD_TIMEOUT_S", "unset"))
+                # a process that is exiting reads an empty environment (/proc/<pid>/environ once
+                # its memory is gone: seen once as the run ended); a live one never does
+                env = p.environ() if p.name() in ("gcs_server", "raylet") or "ImplicitFunc" in p.name() else {}
+                if env and p.name() in ("gcs_server", "raylet"):
+                    auth.add(env.get("RAY_AUTH_MODE", "unset"))
+                if env and "ImplicitFunc" in p.name():  # a trial's worker
+                    thread_timeout.add(env.get("TUNE_FUNCTION_THREAD_TIMEOUT_S", "unset"))
             except Exception:
                 pass
         time.sleep(0.2)
