@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         found = finalists(args)
         from hvsearch.arch import ModelSpec
         from hvsearch.search import study as st
-        from hvsearch.search.retrain import final_accuracy, retrain, study_names
+        from hvsearch.search.retrain import retrain, seed_accuracy, study_names
 
         specs = {}
         for trials in found.values():
@@ -129,14 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.report_only:
             retrain(space, labels, prefix="fvp", epochs=args.epochs, fraction=args.fraction, seeds=args.train_seeds,
                     storage=url, address=args.address, num_cpus=args.num_cpus, out=sys.stdout, names=names)
-        import optuna
-
-        have = {s.study_name for s in optuna.get_all_study_summaries(st.open_storage(url))}
-        accuracy: dict[str, list[float]] = {}
-        for k, name in enumerate(names):
-            for aid, (value,) in (final_accuracy([name], url) if name in have else {}).items():
-                accuracy.setdefault(aid, [math.nan] * len(names))[k] = value
-        table, rows = evaluate(found, accuracy, args.train_seeds)
+        table, rows = evaluate(found, seed_accuracy(names, url), args.train_seeds)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         table.to_csv(out / "searches.csv", index=False)

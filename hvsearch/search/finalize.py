@@ -130,15 +130,9 @@ def _plain(row: dict) -> dict:
 def finalists_table(finalists: list, names: list[str], url: str) -> pd.DataFrame:
     """One row per finalist: its proxy rank and accuracy, each seed's final accuracy (NaN until
     trained), their mean and spread; best mean first (then the proxy's order)."""
-    import optuna
+    from hvsearch.search.retrain import seed_accuracy
 
-    from hvsearch.search.retrain import final_accuracy
-
-    present = {s.study_name for s in optuna.get_all_study_summaries(st.open_storage(url))}
-    by_arch: dict[str, list[float]] = {}
-    for k, n in enumerate(names):
-        for aid, (value,) in (final_accuracy([n], url) if n in present else {}).items():
-            by_arch.setdefault(aid, [math.nan] * len(names))[k] = value
+    by_arch = seed_accuracy(names, url)
     rows = []
     for rank, t in enumerate(finalists, start=1):
         a = t.user_attrs

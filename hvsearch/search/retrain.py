@@ -58,3 +58,18 @@ def final_accuracy(names: list[str], url: str) -> dict[str, list[float]]:
             value = t.values[0] if t.state == TrialState.COMPLETE and t.values else math.nan
             acc.setdefault(aid, [math.nan] * len(names))[k] = value
     return acc
+
+
+def seed_accuracy(names: list[str], url: str) -> dict[str, list[float]]:
+    """arch id -> final validation top-1 of each study in ``names``, in order; NaN where a study
+    does not exist yet or the architecture has not finished in it."""
+    import optuna
+
+    from hvsearch.search import study as st
+
+    present = {s.study_name for s in optuna.get_all_study_summaries(st.open_storage(url))}
+    out: dict[str, list[float]] = {}
+    for k, name in enumerate(names):
+        for aid, (value,) in (final_accuracy([name], url) if name in present else {}).items():
+            out.setdefault(aid, [math.nan] * len(names))[k] = value
+    return out
