@@ -18,6 +18,7 @@ from scipy import stats as sps
 from hvsearch.arch import ModelSpec
 from hvsearch.search.calibrate import (
     CalibrationError,
+    ceiling_line,
     ceiling_row,
     count_params,
     dominant_mixer,
@@ -29,9 +30,7 @@ from hvsearch.space import load_space
 from tests.conftest import search_env
 from tests.search.conftest import TINY, run_cli, write_space
 
-N = 6
 PROXY_EPOCHS = 2
-REF_EPOCHS = 4
 
 
 def _short(d):
@@ -74,59 +73,6 @@ def test_too_small_a_sample_is_refused():
         stratified_sample(load_space(TINY), 3)
 
 
-def test_calibrate_end_to_end_writes_the_table_and_continues(workdir):
-    folder, env = workdir
-    path = write_space(folder, _short, name="cal")
-    args = ["calibrate", str(path), "-n", str(N), "--reference-epochs", str(REF_EPOCHS), "--bootstrap", "200",
-            "--reference-seeds", "1"]
-    out = run_cli(args, folder, env, timeout=600).stdout
-    assert f"{N} architectures, proxy {PROXY_EPOCHS} epoch(s) vs reference {REF_EPOCHS} epoch(s) (2x the proxy's training images)" in out
-    assert "Kendall tau [95% CI]" in out and "written results/cal-calibrate/calibration.csv" in out
-    assert "no ceiling: one reference seed" in out
-
-    import optuna
-
-    storage = f"sqlite:///{folder / 'studies' / 'cal-calibrate.db'}"
-    proxy = optuna.load_study(study_name="cal-calibrate-proxy", storage=storage)
-    ref = optuna.load_study(study_name="cal-calibrate-reference", storage=storage)
-    for study, epochs in ((proxy, PROXY_EPOCHS), (ref, REF_EPOCHS)):
-        trials = study.get_trials()
-        assert len(trials) == N and all(t.state == TrialState.COMPLETE for t in trials)
-        assert all(sorted(t.intermediate_values) == list(range(1, epochs + 1)) for t in trials)
-    assert {t.user_attrs["arch_id"] for t in proxy.trials} == {t.user_attrs["arch_id"] for t in ref.trials}
-    assert len(proxy.user_attrs["zero_cost"]) == N
-
-    res = folder / "results" / "cal-calibrate"
-    archs = pd.read_csv(res / "archs.csv")
-    table = pd.read_csv(res / "calibration.csv")
-    assert len(archs) == N and archs["arch_id"].is_unique
-    assert set(archs["mixer"]) == {"cmt_attn", "hire"}
-    ref_acc = {t.user_attrs["arch_id"]: t.values[0] for t in ref.trials}
-    assert archs["reference"].tolist() == [ref_acc[a] for a in archs["arch_id"]]
-    assert archs["reference_seed0"].tolist() == archs["reference"].tolist() and (archs["reference_spread"] == 0).all()
-    assert table["tau_of_ceiling"].isna().all()
-    assert set(table["score"]) == {"synflow", "naswot", "grad_norm", "snip", "params", "flops", "proxy@1", "proxy",
-                                   "reference@2"}
-    ref_curve = {t.user_attrs["arch_id"]: t.intermediate_values[2] for t in ref.trials}
-    assert archs["reference@2"].tolist() == [ref_curve[a] for a in archs["arch_id"]]
-    assert (table["n"] == N).all()
-    for row in table.itertuples():
-        if math.isnan(row.kendall_tau):  # a score constant over the sample (possible on tiny data)
-            continue
-        assert row.tau_lo <= row.kendall_tau + 1e-9 and row.kendall_tau <= row.tau_hi + 1e-9
-        expected = sps.kendalltau(archs[row.score], archs["reference"]).statistic
-        assert math.isclose(row.kendall_tau, expected, abs_tol=1e-9)
-        rho = sps.spearmanr(archs[row.score], archs["reference"]).statistic
-        assert math.isclose(row.spearman_rho, rho, abs_tol=1e-9)
-    assert (res / "calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-    # a second run trains nothing, scores nothing again, and gives the same table
-    again = run_cli(args, folder, env, timeout=600).stdout
-    assert "0 trial(s) to train" not in again and again.count("the trial budget") == 2
-    assert "zero-cost scores" not in again
-    pd.testing.assert_frame_equal(pd.read_csv(res / "calibration.csv"), table)
-
-
 def test_calibrate_refuses_a_reference_no_longer_than_the_proxy(tmp_path, capsys):
     from hvsearch.cli import main
 
@@ -166,6 +112,8 @@ def test_ceiling_is_the_seeds_agreement_and_its_interval_that_of_the_mean_over_p
     assert math.isclose(three["kendall_tau"], float(np.mean(pairs)), abs_tol=1e-12)
     assert three["tau_lo"] <= three["kendall_tau"] <= three["tau_hi"]
     assert ceiling_row(_seeds_frame(s0), n_boot=300) is None
+    assert ceiling_line(pd.DataFrame({"kind": ["score"], "kendall_tau": [0.3]})).startswith(
+        "no ceiling: one reference seed")
 
 
 def test_a_scores_share_of_the_ceiling_compares_like_with_like_with_a_paired_interval():
@@ -238,6 +186,10 @@ def test_calibrate_with_two_reference_seeds_has_the_ceiling_and_flags(seeded):
             for name in ("seeded-calibrate-reference", "seeded-calibrate-reference-seed1")]
     for ref in refs:
         assert all(t.state == TrialState.COMPLETE and sorted(t.intermediate_values) == [1, 2, 3] for t in ref.trials)
+    proxy = optuna.load_study(study_name="seeded-calibrate-proxy", storage=url)
+    assert all(t.state == TrialState.COMPLETE and sorted(t.intermediate_values) == [1] for t in proxy.trials)
+    assert {t.user_attrs["arch_id"] for t in proxy.trials} == {t.user_attrs["arch_id"] for t in refs[0].trials}
+    assert len(proxy.user_attrs["zero_cost"]) == SEEDED_N
     stamps = {ref.user_attrs["calibration_fingerprint"] for ref in refs}
     assert len(stamps) == 1 and len(stamps.pop()) == 12
     assert refs[0].user_attrs["calibration_setup"]["reference epochs"] == 3
@@ -273,14 +225,33 @@ def test_calibrate_with_two_reference_seeds_has_the_ceiling_and_flags(seeded):
     scores = table.iloc[1:]
     assert set(scores["score"]) == {"synflow", "naswot", "grad_norm", "snip", "params", "flops", "proxy",
                                     "reference@1", "reference@2"}
+    assert (table["n"] == SEEDED_N).all() and archs["arch_id"].is_unique and len(archs) == SEEDED_N
     for row in scores.itertuples():
-        if not math.isnan(row.kendall_tau):
-            assert math.isclose(row.kendall_tau, sps.kendalltau(archs[row.score], archs["reference"]).statistic,
-                                abs_tol=1e-9)
+        if math.isnan(row.kendall_tau):  # a score constant over the sample (possible on tiny data)
+            continue
+        assert row.tau_lo <= row.kendall_tau + 1e-9 and row.kendall_tau <= row.tau_hi + 1e-9
+        assert math.isclose(row.kendall_tau, sps.kendalltau(archs[row.score], archs["reference"]).statistic,
+                            abs_tol=1e-9)
+        assert math.isclose(row.spearman_rho, sps.spearmanr(archs[row.score], archs["reference"]).statistic,
+                            abs_tol=1e-9)
+    assert (res / "calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if tau > 0:
         assert np.allclose(scores["tau_of_ceiling"], scores["kendall_tau"] / tau, equal_nan=True)
     else:
         assert table["tau_of_ceiling"].isna().all()
+
+
+def test_a_second_run_trains_and_scores_nothing_and_gives_the_same_table(seeded):
+    folder, env, _ = seeded
+    _, before = _studies(folder, "seeded-calibrate.db")
+    table = pd.read_csv(folder / "results" / "seeded-calibrate" / "calibration.csv")
+    again = run_cli(["calibrate", str(folder / "seeded.yaml"), "-n", str(SEEDED_N), "--reference-epochs", "3",
+                     "--bootstrap", "200"], folder, env, timeout=600).stdout
+    # the proxy and both reference seeds: each study's budget already spent
+    assert "0 trial(s) to train" not in again and again.count("the trial budget") == 3
+    assert "zero-cost scores" not in again
+    assert _studies(folder, "seeded-calibrate.db")[1] == before
+    pd.testing.assert_frame_equal(pd.read_csv(folder / "results" / "seeded-calibrate" / "calibration.csv"), table)
 
 
 def test_a_calibration_reuses_another_reference_and_trains_only_its_proxy(seeded):
