@@ -247,11 +247,85 @@ def make_sampler(space: Space, seed_offset: int = 0):
                              f"({', '.join(sorted(accepted - {'seed'}))})", options[key])
     if space.search.seed is not None:
         options["seed"] = space.search.seed + seed_offset
+    startup = None
+    if cls is optuna.samplers.TPESampler:
+        # TPE counts every COMPLETE or PRUNED trial towards its random start, invalid draws (told
+        # PRUNED) included; the start is counted here, over trained architectures only
+        startup = options.pop("n_startup_trials", 10)
+        if not isinstance(startup, int) or isinstance(startup, bool) or startup < 0:
+            raise SpaceError(f"{space.source}: search.sampler_options.n_startup_trials",
+                             "must be an integer >= 0", startup)
+        options["n_startup_trials"] = 0
     try:
-        return cls(**options)
+        sampler = cls(**options)
     except (TypeError, ValueError) as e:
         raise SpaceError(f"{space.source}: search.sampler_options", f"are rejected by {cls.__name__}: {e}",
                          options) from None
+    if startup is None:
+        return sampler
+    return _StartupOnTrained(sampler, startup, seed=options.get("seed"))
+
+
+def trained_count(study) -> int:
+    """Trials whose architecture trained (COMPLETE, or PRUNED by ASHA): not invalid draws (PRUNED
+    without a value), duplicates or failures (FAIL)."""
+    from optuna.trial import TrialState
+
+    return sum(1 for t in study._storage.get_all_trials(study._study_id, deepcopy=False,
+                                                         states=(TrialState.COMPLETE, TrialState.PRUNED))
+               if t.user_attrs.get(ATTR_STATUS) in ("trained", "pruned"))
+
+
+def _startup_sampler_cls():
+    import optuna
+
+    class StartupOnTrained(optuna.samplers.BaseSampler):
+        """A model-based sampler whose random start lasts until ``n_startup`` architectures have
+        trained. Optuna's TPE counts every COMPLETE or PRUNED trial, so in a space where a
+        quarter of the draws break a rule it would model the space after fewer trained
+        architectures than asked. The decision is taken once per trial (``before_trial``), so
+        every parameter of a draw comes from the same sampler; the inner sampler still sees
+        every trial once the start is over (invalid draws among the worst)."""
+
+        def __init__(self, inner, n_startup: int, seed: int | None = None):
+            self.inner, self.n_startup = inner, n_startup
+            self._random = optuna.samplers.RandomSampler(seed=seed)
+            self._starting: dict[int, bool] = {}  # trial id -> drawn at random
+
+        def _is_random(self, trial) -> bool:
+            return self._starting.get(trial._trial_id, False)
+
+        def before_trial(self, study, trial) -> None:
+            self._starting[trial._trial_id] = trained_count(study) < self.n_startup
+            self.inner.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study, trial):
+            if self._is_random(trial):
+                return {}
+            return self.inner.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            if self._is_random(trial) or not search_space:
+                return {}
+            return self.inner.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            sampler = self._random if self._is_random(trial) else self.inner
+            return sampler.sample_independent(study, trial, param_name, param_distribution)
+
+        def after_trial(self, study, trial, state, values) -> None:
+            self._starting.pop(trial._trial_id, None)
+            self.inner.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            self.inner.reseed_rng()
+            self._random.reseed_rng()
+
+    return StartupOnTrained
+
+
+def _StartupOnTrained(*args, **kwargs):
+    return _startup_sampler_cls()(*args, **kwargs)
 
 
 def _grid_sampler_cls():

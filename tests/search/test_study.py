@@ -111,7 +111,43 @@ def test_sampler_options_are_checked(url):
     with pytest.raises(SpaceError, match="search.sampler_options.n_startup_trial is not an argument of Optuna's TPESampler"):
         st.make_sampler(parse_space(yaml.safe_dump(data)))
     data["search"]["sampler_options"] = {"n_startup_trials": 3}
-    assert isinstance(st.make_sampler(parse_space(yaml.safe_dump(data))), optuna.samplers.TPESampler)
+    sampler = st.make_sampler(parse_space(yaml.safe_dump(data)))
+    assert isinstance(sampler.inner, optuna.samplers.TPESampler) and sampler.n_startup == 3
+    assert sampler.inner._n_startup_trials == 0  # the start is counted by the wrapper, over trained trials
+    for bad in (-1, 2.5, True):
+        data["search"]["sampler_options"] = {"n_startup_trials": bad}
+        with pytest.raises(SpaceError, match="search.sampler_options.n_startup_trials must be an integer >= 0"):
+            st.make_sampler(parse_space(yaml.safe_dump(data)))
+
+
+def _draw(study, status, state, value=None):
+    t = study.ask()
+    x = (t.suggest_float("x", 0.0, 1.0), t.suggest_categorical("c", ["a", "b", "c"]))
+    t.set_user_attr(st.ATTR_STATUS, status)
+    study.tell(t, value, state=state)
+    return x
+
+
+def test_tpes_random_start_counts_trained_architectures_not_rejected_draws():
+    """n_startup_trials: 3 means three trained architectures drawn at random, however many draws
+    were rejected (told PRUNED) or duplicates (FAIL) in between; then TPE models every trial."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = yaml.safe_load(TINY.read_text())
+    data["search"].update(sampler="tpe", seed=7, sampler_options={"n_startup_trials": 3})
+    study = optuna.create_study(sampler=st.make_sampler(parse_space(yaml.safe_dump(data))))
+    fates = [("invalid", TrialState.PRUNED, None), ("trained", TrialState.COMPLETE, 0.5),
+             ("invalid", TrialState.PRUNED, None), ("duplicate", TrialState.FAIL, None),
+             ("pruned", TrialState.PRUNED, None), ("invalid", TrialState.PRUNED, None),
+             ("trained", TrialState.COMPLETE, 0.9)]
+    drawn = [_draw(study, *fate) for fate in fates]
+    assert st.trained_count(study) == 3
+    # Optuna's TPE would have left its start after 3 COMPLETE/PRUNED trials (the 3rd draw); here all
+    # seven draws so far are the random sampler's, with the search's seed, in order
+    reference = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=7))
+    assert drawn == [_draw(reference, "trained", TrialState.COMPLETE, 0.0) for _ in fates]
+    # three trained: the next draws are TPE's, which no longer follow the random sequence
+    after = [_draw(study, "trained", TrialState.COMPLETE, 0.1) for _ in range(3)]
+    assert after != [_draw(reference, "trained", TrialState.COMPLETE, 0.0) for _ in range(3)]
 
 
 def test_the_define_by_run_timing_warning_is_filtered_only_in_our_searcher(monkeypatch):
