@@ -484,8 +484,10 @@ def cmd_finalize(args: argparse.Namespace) -> int:
                         out=sys.stderr if args.format != "table" else sys.stdout)
     _emit(done.table, args.format, "{:.2f}")
     if args.format == "table":
-        if done.pick is None:
-            print("\nnot every finalist has a result yet: run it again to train the rest")
+        if done.pick is None and done.pending:
+            print(f"\n{done.pending} finalist(s) have no result yet: run it again to train the rest")
+        elif done.pick is None:
+            print("\nno finalist has a result: every one's training failed (see the failed column)")
         else:
             p = done.pick
             print(f"\npick: trial {p['trial']} ({p['mixers']}), {p['final_mean']:.2f}% mean of {args.seeds} seed(s) "

@@ -37,7 +37,8 @@ EPOCHS_FACTOR = 5  # the default re-evaluation: 5x the proxy's epochs (as calibr
 @dataclass
 class Finalists:
     table: pd.DataFrame  # one row per finalist, best final mean first
-    pick: dict | None  # the row of the pick (None until every finalist has a result)
+    pick: dict | None  # the row of the pick (None until every finalist has a result or failed)
+    pending: int  # finalists still to train (a re-run trains them)
     names: list[str]  # the studies of the re-evaluation, one per seed
     results_dir: Path | None
 
@@ -64,7 +65,9 @@ def top_trials(study, top: int) -> list:
 def study_names(study: str, arch_ids, epochs: int, fraction: float, seeds: int) -> list[str]:
     from hvsearch.search.retrain import study_names as named
 
-    return named(f"{study}-final-e{epochs}-f{fraction:g}", arch_ids, seeds)
+    short = f"{fraction:g}"
+    frac = short if float(short) == fraction else repr(fraction)  # 0.1234567 and 0.1234568 differ
+    return named(f"{study}-final-e{epochs}-f{frac}", arch_ids, seeds)
 
 
 def run_finalize(space, *, study: str | None = None, storage: str | None = None, top: int = DEFAULT_TOP,
@@ -95,6 +98,13 @@ def run_finalize(space, *, study: str | None = None, storage: str | None = None,
 
     specs = {f"t{t.number}": ModelSpec.from_dict(json.loads(t.user_attrs[st.ATTR_ARCH])) for t in finalists}
     names = study_names(name, [s.arch_id for s in specs.values()], epochs, fraction, seeds)
+    try:
+        for n in names:
+            st.check_study_name(n)
+    except StudyError:
+        raise StudyError(f"finalize: the re-evaluation's studies would be named like {names[0]!r}, longer than "
+                         f"a study name may be (128): finalize a study with a shorter name (--study {name[:20]}...)"
+                         ) from None
     budget = f"{epochs} epoch(s) on {100 * fraction:g}% of the training split"
     print(f"finalize {name!r}: the top {len(finalists)} of its trained architectures by proxy accuracy "
           f"({', '.join(f'trial {t.number} {t.values[0]:.2f}%' for t in finalists)}), each trained {budget} "
@@ -103,13 +113,21 @@ def run_finalize(space, *, study: str | None = None, storage: str | None = None,
         retrain(space, specs, prefix=f"{name}-final", epochs=epochs, fraction=fraction, seeds=seeds, storage=url,
                 address=address, num_cpus=num_cpus, out=out, studies_dir=studies_dir, names=names)
     table = finalists_table(finalists, names, url)
-    pick = None if table["final_mean"].isna().any() else _plain(table.iloc[0].to_dict())
+    pending = int((table["final_mean"].isna() & (table["failed"] == "")).sum())
+    # a finalist whose training failed ranks last (a re-run would not train it again); the pick
+    # waits for every other one
+    pick = None if pending or table["final_mean"].isna().all() else _plain(table.iloc[0].to_dict())
+    for row in table[table["failed"] != ""].itertuples():
+        print(f"finalist trial {row.trial} ({row.mixers}) failed to train, ranked last: {row.failed}",
+              file=out, flush=True)
     written = None
     if results_dir is not None:
         written = Path(results_dir) / name
         written.mkdir(parents=True, exist_ok=True)
         table.to_csv(written / "finalists.csv", index=False)
-        if pick is not None:
+        if pick is None:  # an earlier budget's pick must not stand beside this table
+            (written / "final.yaml").unlink(missing_ok=True)
+        else:
             t = next(t for t in finalists if t.number == pick["trial"])
             doc = {"study": name, "trial": t.number, "arch_id": pick["arch_id"], "final_top1": pick["final_mean"],
                    "final_seeds": [pick[c] for c in table.columns if c.startswith("final_seed")],
@@ -119,7 +137,7 @@ def run_finalize(space, *, study: str | None = None, storage: str | None = None,
             import yaml
 
             (written / "final.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    return Finalists(table, pick, names, written)
+    return Finalists(table, pick, pending, names, written)
 
 
 def _plain(row: dict) -> dict:
@@ -129,10 +147,12 @@ def _plain(row: dict) -> dict:
 
 def finalists_table(finalists: list, names: list[str], url: str) -> pd.DataFrame:
     """One row per finalist: its proxy rank and accuracy, each seed's final accuracy (NaN until
-    trained), their mean and spread; best mean first (then the proxy's order)."""
-    from hvsearch.search.retrain import seed_accuracy
+    trained), their mean and spread, why its training failed (if it did); best mean first (then
+    the proxy's order)."""
+    from hvsearch.search.retrain import seed_accuracy, seed_failures
 
     by_arch = seed_accuracy(names, url)
+    failures = seed_failures(names, url)
     rows = []
     for rank, t in enumerate(finalists, start=1):
         a = t.user_attrs
@@ -147,7 +167,8 @@ def finalists_table(finalists: list, names: list[str], url: str) -> pd.DataFrame
                      "params": a.get(st.ATTR_PARAMS), "flops": a.get(st.ATTR_FLOPS), "proxy_top1": t.values[0],
                      **{f"final_seed{k}": v for k, v in enumerate(seeds)},
                      "final_mean": sum(done) / len(done) if complete else math.nan,
-                     "final_spread": max(done) - min(done) if complete and len(done) > 1 else math.nan})
+                     "final_spread": max(done) - min(done) if complete and len(done) > 1 else math.nan,
+                     "failed": failures.get(a[st.ATTR_ARCH_ID], "")})
     df = pd.DataFrame(rows).sort_values(["final_mean", "proxy_rank"], ascending=[False, True], na_position="last",
                                         kind="stable").reset_index(drop=True)
     df.insert(0, "final_rank", range(1, len(df) + 1))

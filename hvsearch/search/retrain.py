@@ -21,10 +21,10 @@ def study_names(prefix: str, arch_ids, seeds: int) -> list[str]:
 
 def retrain(space, specs: dict, *, prefix: str, epochs: int, fraction: float, seeds: int, storage: str | None,
             address: str | None, num_cpus: int | None, out: IO[str], studies_dir: str | Path = "studies",
-            names: list[str] | None = None) -> list[str]:
+            names: list[str] | None = None, first_seed: int = 0) -> list[str]:
     """Train every spec of ``specs`` (label -> ModelSpec) ``seeds`` times with the space's recipe
-    but ``epochs`` on ``fraction`` of the training split, seed k with ``train.seed + k``; the
-    studies' names (:func:`study_names`, or ``names``)."""
+    but ``epochs`` on ``fraction`` of the training split, the k-th time with ``train.seed +
+    first_seed + k``; the studies' names (:func:`study_names`, or ``names``)."""
     from hvsearch.search.calibrate import Candidate, candidate_space, count_params, dominant_mixer
     from hvsearch.search.runner import init_ray, run_search, stop_ray
 
@@ -37,7 +37,7 @@ def retrain(space, specs: dict, *, prefix: str, epochs: int, fraction: float, se
     started = init_ray(address, num_cpus, owner=owner)
     try:
         for k, name in enumerate(names):
-            run_search(candidate_space(space, candidates, name=name, epochs=epochs, seed_offset=k,
+            run_search(candidate_space(space, candidates, name=name, epochs=epochs, seed_offset=first_seed + k,
                                        fraction=fraction),
                        study=name, storage=storage, studies_dir=studies_dir, results_dir=None, out=out)
     finally:
@@ -55,9 +55,34 @@ def final_accuracy(names: list[str], url: str) -> dict[str, list[float]]:
     for k, name in enumerate(names):
         for t in st.load_study(name, url).get_trials(deepcopy=False):
             aid = t.user_attrs.get(st.ATTR_ARCH_ID)
-            value = t.values[0] if t.state == TrialState.COMPLETE and t.values else math.nan
-            acc.setdefault(aid, [math.nan] * len(names))[k] = value
+            if aid is None or t.user_attrs.get(st.ATTR_STATUS) in ("duplicate", "invalid"):
+                continue  # a draw that never trained: it says nothing about the architecture
+            row = acc.setdefault(aid, [math.nan] * len(names))
+            if t.state == TrialState.COMPLETE and t.values:
+                row[k] = t.values[0]  # a later unfinished trial of it does not undo a result
     return acc
+
+
+def seed_failures(names: list[str], url: str) -> dict[str, str]:
+    """arch id -> why its training failed in a study of ``names`` ("seed k: reason"), for the
+    architectures that have no result in that study: a re-run does not train them again (a failed
+    trial counts against the budget, as in a search)."""
+    import optuna
+
+    from hvsearch.search import study as st
+
+    present = {s.study_name for s in optuna.get_all_study_summaries(st.open_storage(url))}
+    acc = seed_accuracy(names, url)
+    out: dict[str, str] = {}
+    for k, name in enumerate(names):
+        if name not in present:
+            continue
+        for t in st.load_study(name, url).get_trials(deepcopy=False):
+            aid = t.user_attrs.get(st.ATTR_ARCH_ID)
+            if (t.user_attrs.get(st.ATTR_STATUS) == "failed" and aid is not None and aid not in out
+                    and math.isnan(acc.get(aid, [math.nan] * len(names))[k])):
+                out[aid] = f"seed {k}: {t.user_attrs.get(st.ATTR_REASON) or 'failed'}"
+    return out
 
 
 def seed_accuracy(names: list[str], url: str) -> dict[str, list[float]]:

@@ -67,3 +67,91 @@ def test_finalize_refuses_a_budget_no_larger_than_the_proxy(workdir):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "no study storage" in proc.stderr  # no search yet: named before any budget rule
+
+
+def _trained(study, spec, value, status="trained", reason=None):
+    """A finished trial of ``spec`` in ``study``, as the search or a re-evaluation records it."""
+    import json
+
+    import optuna
+    from optuna.trial import TrialState
+
+    attrs = {st.ATTR_STATUS: status, st.ATTR_ARCH_ID: spec.arch_id, st.ATTR_ARCH: json.dumps(spec.to_dict()),
+             st.ATTR_FLOPS: 1e6}
+    if reason:
+        attrs[st.ATTR_REASON] = reason
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.COMPLETE if status == "trained" else TrialState.FAIL,
+        values=[value] if status == "trained" else None, user_attrs=attrs))
+
+
+def test_a_finalist_whose_training_failed_ranks_last_and_the_rest_are_picked(tmp_path):
+    """A failed re-evaluation is not retried (it counts against its study's budget, as in a
+    search), so it must not hold the pick back forever: it ranks last with its reason; while a
+    finalist is untrained there is no pick, and a stale final.yaml is removed."""
+    import optuna
+
+    from hvsearch.search.calibrate import stratified_sample
+    from hvsearch.search.finalize import run_finalize
+    from hvsearch.space import load_space
+    from tests.search.conftest import TINY
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space(TINY)
+    a, b, c = (cand.spec for cand in stratified_sample(space, 4, seed=0)[:3])
+    url = st.storage_url("tiny", None, tmp_path / "studies")
+    opened = st.open_for_run(space, "tiny", url, resume=False)
+    for spec, value in ((a, 80.0), (b, 79.0), (c, 78.0)):
+        _trained(opened.study, spec, value)
+    st.release_host_lock(url, opened.study.study_name)
+    names = study_names("tiny", [a.arch_id, b.arch_id, c.arch_id], 10, 1.0, 2)
+    storage = st.open_storage(url)
+    seed0, seed1 = (optuna.create_study(study_name=n, storage=storage) for n in names)
+    _trained(seed0, a, 70.0)
+    _trained(seed0, b, 75.0)
+    _trained(seed0, c, 0.0, status="failed", reason="the loss became nan at epoch 3")
+    _trained(seed1, b, 77.0)
+    _trained(seed1, b, 0.0, status="duplicate")  # a later draw that never trained does not undo a result
+
+    results = tmp_path / "results"
+    (results / "tiny").mkdir(parents=True)
+    (results / "tiny" / "final.yaml").write_text("stale: true\n")
+    kw = dict(top=3, epochs=10, fraction=1.0, seeds=2, studies_dir=tmp_path / "studies", results_dir=results,
+              train=False)
+    done = run_finalize(space, out=__import__("io").StringIO(), **kw)
+    assert done.pending == 1 and done.pick is None  # a: seed 1 not trained yet
+    assert not (results / "tiny" / "final.yaml").exists()
+    row = done.table.set_index("arch_id")
+    assert row.loc[c.arch_id, "failed"] == "seed 0: the loss became nan at epoch 3"
+    assert row.loc[b.arch_id, "final_seed1"] == 77.0 and row.loc[b.arch_id, "failed"] == ""
+
+    _trained(seed1, a, 72.0)
+    said = __import__("io").StringIO()
+    done = run_finalize(space, out=said, **kw)
+    assert done.pending == 0 and done.pick["arch_id"] == b.arch_id and done.pick["final_mean"] == 76.0
+    assert list(done.table["arch_id"]) == [b.arch_id, a.arch_id, c.arch_id]  # the failed one last
+    assert f"finalist trial 2 ({done.table.iloc[2]['mixers']}) failed to train, ranked last" in said.getvalue()
+    assert yaml.safe_load((results / "tiny" / "final.yaml").read_text())["arch_id"] == b.arch_id
+
+
+def test_finalize_names_too_long_for_a_study_are_refused_before_training(tmp_path):
+    from hvsearch.errors import StudyError
+    from hvsearch.search.calibrate import stratified_sample
+    from hvsearch.search.finalize import run_finalize
+    from hvsearch.space import load_space
+    from tests.search.conftest import TINY
+
+    space = load_space(TINY)
+    long = "x" * 120
+    url = st.storage_url(long, None, tmp_path / "studies")
+    opened = st.open_for_run(space, long, url, resume=False)
+    for cand, value in zip(stratified_sample(space, 4, seed=0)[:2], (80.0, 79.0)):
+        _trained(opened.study, cand.spec, value)
+    st.release_host_lock(url, opened.study.study_name)
+    with pytest.raises(StudyError, match="longer than a study name may be"):
+        run_finalize(space, study=long, epochs=10, studies_dir=tmp_path / "studies", results_dir=None)
+
+
+def test_finalize_names_keep_every_digit_of_the_fraction():
+    assert study_names("s", ["a"], 10, 0.1234567, 1) != study_names("s", ["a"], 10, 0.1234568, 1)
+    assert study_names("s", ["a"], 10, 0.5, 1) == ["s-final-e10-f0.5-" + study_names("s", ["a"], 10, 0.5, 1)[0][-14:]]
