@@ -3,26 +3,34 @@
 For each search of the search-vs-random benchmark (its studies, read from ``--searches``), the
 ``--top`` architectures by proxy accuracy (``hvsearch.search.finalize.top_trials``: trained to
 the end, one per architecture) are the finalists. Every distinct finalist of every search is
-trained ``--seeds`` times at the re-evaluation budget (``--epochs`` on ``--fraction``; the union
-once, through ``hvsearch.search.retrain``: studies ``fvp-<digest>-seed<k>`` in ``--storage``,
-resumable: run again to continue). Then, per search:
+trained ``--train-seeds`` times at the re-evaluation budget (``--epochs`` on ``--fraction``; the
+union once, through ``hvsearch.search.retrain``; resumable studies in ``--storage``: run again to
+continue):
 
-* the **proxy's pick**: its finalist of proxy rank 1 (what ``hvsearch run`` reports as best);
-* **finalize's pick**: the finalist with the best mean over the *selection* seeds (all but the
-  last);
-* both judged on the **held-out** last seed, which neither pick saw.
+* the *selection* trainings, seeds 0 .. K-2 (studies ``fvp-<digest>-seed<k>``), validated on the
+  space's validation split, as ``finalize`` and the search validate;
+* the *judging* training, seed K-1 (study ``fvp-test-<digest>-seed<K-1>``), with ``data.val_split
+  0``: trained on the same fraction of the whole training split and scored on the data set's own
+  **test split**, which neither the search nor the selection saw. (Judging on the validation
+  images the picks were made on would carry their luck on those images into the judgement.)
 
-Written to ``--out``: ``searches.csv`` (one row per search: both picks, their held-out accuracy,
-the gain) and ``finalists.csv`` (every finalist's seeds); the summary prints the mean gain with a
-bootstrap interval over searches, and wins / ties / losses.
+Then, per search, the **proxy's pick** (its finalist of proxy rank 1, what ``hvsearch run``
+reports as best) and **finalize's pick** (the best mean over the selection seeds) are compared
+on the judging training. Written to ``--out``: ``searches.csv`` (one row per search: both picks,
+their test accuracy, the gain) and ``finalists.csv`` (every finalist's seeds). The summary gives
+the mean gain with an exact sign-flip test over searches (and a bootstrap interval), wins / ties /
+losses, and the mean over the searches whose picks differ. Searches share finalists, so they are
+not independent draws: read the interval as descriptive.
 
     python benchmarks/finalize_vs_proxy.py results/benchmarks/search-vs-random/fashion-proxy2.yaml \\
         --searches results/benchmarks/search-vs-random/search-vs-random.db --samplers tpe random \\
-        --top 3 --seeds 3 --epochs 8 --fraction 0.2
+        --top 3 --train-seeds 3 --epochs 8 --fraction 0.2
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import math
 import sys
@@ -36,14 +44,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_vs_random import search_name  # noqa: E402
 
 
-def finalists(args) -> dict[tuple[str, int], list]:
-    """(sampler, seed) -> that search's finalists, best proxy first."""
+def finalists(args, space) -> dict[tuple[str, int], list]:
+    """(sampler, seed) -> that search's finalists, best proxy first; each search must have been
+    made from ``space``."""
     from hvsearch.search.finalize import top_trials
-    from hvsearch.search.study import load_study, storage_url
+    from hvsearch.search.study import check_same_space, load_study, storage_url
 
     url = storage_url("search-vs-random", args.searches, "studies", create=False)
-    return {(sampler, seed): top_trials(load_study(search_name(sampler, seed), url), args.top)
-            for sampler in args.samplers for seed in args.seeds}
+    found = {}
+    for sampler in args.samplers:
+        for seed in args.seeds:
+            name = search_name(sampler, seed)
+            study = load_study(name, url)
+            check_same_space(study, space, name)
+            found[sampler, seed] = top_trials(study, args.top)
+    return found
+
+
+def judging_space(space):
+    """The space with ``data.val_split`` 0: scored on the data set's own test split."""
+    return dataclasses.replace(space, data=dataclasses.replace(space.data, val_split=0.0))
+
+
+def check_budget(names: list[str], url: str, epochs: int, fraction: float) -> None:
+    """HVSearchError if a study of ``names`` already exists with another training budget."""
+    import optuna
+
+    from hvsearch.errors import HVSearchError
+    from hvsearch.search import study as st
+
+    for summary in optuna.get_all_study_summaries(st.open_storage(url)):
+        if summary.study_name in names:
+            train = summary.user_attrs.get("train") or {}
+            if (train.get("epochs"), train.get("fraction")) != (epochs, fraction):
+                raise HVSearchError(f"study {summary.study_name!r} in {url} was trained {train.get('epochs')} "
+                                    f"epoch(s) on {train.get('fraction')}, not {epochs} on {fraction:g}: use "
+                                    "another --storage for another budget")
 
 
 def evaluate(found: dict, accuracy: dict[str, list[float]], seeds: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -60,7 +96,8 @@ def evaluate(found: dict, accuracy: dict[str, list[float]], seeds: int) -> tuple
             scored.append((rank, t, aid, acc, selection))
             rows.append({"sampler": sampler, "search_seed": seed, "proxy_rank": rank, "trial": t.number,
                          "arch_id": aid, "proxy_top1": t.values[0],
-                         **{f"seed{k}": v for k, v in enumerate(acc)}, "selection_mean": selection})
+                         **{f"seed{k}": v for k, v in enumerate(acc[:-1])}, "selection_mean": selection,
+                         f"seed{seeds - 1}_test": acc[-1]})
         if not scored or any(math.isnan(v) for *_, acc, _ in scored for v in acc):
             continue  # not every finalist trained yet
         proxy_pick = scored[0]
@@ -68,9 +105,17 @@ def evaluate(found: dict, accuracy: dict[str, list[float]], seeds: int) -> tuple
         searches.append({"sampler": sampler, "search_seed": seed, "finalists": len(scored),
                          "proxy_pick_trial": proxy_pick[1].number, "final_pick_trial": final_pick[1].number,
                          "final_pick_proxy_rank": final_pick[0], "same_pick": proxy_pick[2] == final_pick[2],
-                         "proxy_pick_heldout": proxy_pick[3][-1], "final_pick_heldout": final_pick[3][-1],
+                         "proxy_pick_test": proxy_pick[3][-1], "final_pick_test": final_pick[3][-1],
                          "gain": final_pick[3][-1] - proxy_pick[3][-1]})
     return pd.DataFrame(searches), pd.DataFrame(rows)
+
+
+def sign_flip_p(gain: np.ndarray) -> float:
+    """Two-sided exact p-value of the mean gain under random signs (every sign pattern; ties at
+    zero stay zero)."""
+    observed = abs(gain.mean())
+    means = [abs((gain * np.array(signs)).mean()) for signs in itertools.product((1, -1), repeat=gain.size)]
+    return float(np.mean([m >= observed - 1e-12 for m in means]))
 
 
 def summary(table: pd.DataFrame, *, n_boot: int = 10_000, seed: int = 0) -> str:
@@ -80,10 +125,13 @@ def summary(table: pd.DataFrame, *, n_boot: int = 10_000, seed: int = 0) -> str:
     boot = np.random.default_rng(seed).choice(gain, size=(n_boot, gain.size)).mean(axis=1)
     lo, hi = np.quantile(boot, [0.025, 0.975])
     wins, ties = int((gain > 0).sum()), int((gain == 0).sum())
-    return (f"{len(gain)} searches: finalize's pick minus the proxy's pick on the held-out seed, mean "
-            f"{gain.mean():+.2f} points [{lo:+.2f}, {hi:+.2f}] (bootstrap over searches); {wins} better, "
-            f"{ties} the same ({int(table['same_pick'].sum())} the same architecture), "
-            f"{len(gain) - wins - ties} worse")
+    differ = ~table["same_pick"].to_numpy(dtype=bool)
+    differ_mean = f"{gain[differ].mean():+.2f}" if differ.any() else "none"
+    return (f"{len(gain)} searches: finalize's pick minus the proxy's pick on the test split, mean "
+            f"{gain.mean():+.2f} points (exact sign-flip p = {sign_flip_p(gain):.2f}; bootstrap over searches "
+            f"[{lo:+.2f}, {hi:+.2f}], descriptive: searches share finalists); {wins} better, {ties} the same "
+            f"({int((~differ).sum())} the same architecture), {len(gain) - wins - ties} worse; over the "
+            f"{int(differ.sum())} searches whose picks differ: {differ_mean}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="search seeds (default 0 1 2)")
     p.add_argument("--top", type=int, default=3)
     p.add_argument("--train-seeds", dest="train_seeds", type=int, default=3,
-                   help="training seeds per finalist: all but the last select, the last judges (default 3)")
+                   help="trainings per finalist: all but the last select, the last judges on the test split (default 3)")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--fraction", type=float, default=0.2)
     p.add_argument("--storage", default="results/benchmarks/finalize-vs-proxy/finalize-vs-proxy.db")
@@ -111,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         t0 = time.monotonic()
         space = load_space(args.space)
-        found = finalists(args)
+        found = finalists(args, space)
         from hvsearch.arch import ModelSpec
         from hvsearch.search import study as st
         from hvsearch.search.retrain import retrain, seed_accuracy, study_names
@@ -121,21 +169,31 @@ def main(argv: list[str] | None = None) -> int:
             for t in trials:
                 specs.setdefault(t.user_attrs[st.ATTR_ARCH_ID], ModelSpec.from_dict(json.loads(t.user_attrs[st.ATTR_ARCH])))
         labels = {f"f{i:02d}": spec for i, (_, spec) in enumerate(sorted(specs.items()))}
+        k = args.train_seeds
         print(f"{len(found)} searches, {sum(map(len, found.values()))} finalists, {len(labels)} distinct: each "
-              f"trained {args.train_seeds} times, {args.epochs} epochs on {100 * args.fraction:g}%", flush=True)
+              f"trained {k - 1} time(s) to select and once to judge on the test split, {args.epochs} epochs on "
+              f"{100 * args.fraction:g}%", flush=True)
         Path(args.storage).parent.mkdir(parents=True, exist_ok=True)
-        names = study_names("fvp", list(specs), args.train_seeds)
+        selection = study_names("fvp", list(specs), k)[:-1]
+        judging = study_names("fvp-test", list(specs), k)[-1:]
         url = st.storage_url("fvp", args.storage, "studies")
+        check_budget(selection + judging, url, args.epochs, args.fraction)
         if not args.report_only:
-            retrain(space, labels, prefix="fvp", epochs=args.epochs, fraction=args.fraction, seeds=args.train_seeds,
-                    storage=url, address=args.address, num_cpus=args.num_cpus, out=sys.stdout, names=names)
-        table, rows = evaluate(found, seed_accuracy(names, url), args.train_seeds)
+            common = dict(epochs=args.epochs, fraction=args.fraction, storage=url, address=args.address,
+                          num_cpus=args.num_cpus, out=sys.stdout)
+            retrain(space, labels, prefix="fvp", seeds=k - 1, names=selection, **common)
+            retrain(judging_space(space), labels, prefix="fvp-test", seeds=1, first_seed=k - 1, names=judging,
+                    **common)
+        table, rows = evaluate(found, seed_accuracy(selection + judging, url), k)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         table.to_csv(out / "searches.csv", index=False)
         rows.to_csv(out / "finalists.csv", index=False)
         if not table.empty:
             print(table.to_string(index=False, float_format="{:.2f}".format))
+        if len(table) < len(found):
+            print(f"{len(found) - len(table)} of {len(found)} searches left out: a finalist without a result in "
+                  "every training (untrained yet, or failed: see finalists.csv)")
         print(summary(table))
         print(f"written {out}/searches.csv, finalists.csv ({time.monotonic() - t0:.0f} s)")
     except HVSearchError as e:

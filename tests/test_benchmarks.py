@@ -177,8 +177,9 @@ def test_export_check_compares_both_onnx_exporters_on_a_seed(tmp_path):
 
 
 def test_finalize_vs_proxy_judges_both_picks_on_the_held_out_seed():
-    """Selection on seeds 0..K-2, judgement on the last: finalize's pick is the best selection
-    mean, the proxy's is its rank 1; a search with an untrained finalist is left out."""
+    """Selection on seeds 0..K-2, judgement on the last (the test split): finalize's pick is the
+    best selection mean, whatever the last seed says; the proxy's is its rank 1; a search with an
+    untrained finalist is left out; the same architecture picked twice is a tie."""
     from types import SimpleNamespace
 
     import finalize_vs_proxy as fvp
@@ -188,12 +189,47 @@ def test_finalize_vs_proxy_judges_both_picks_on_the_held_out_seed():
 
     found = {("tpe", 0): [trial(4, "a", 85.5), trial(9, "b", 85.4)],
              ("random", 0): [trial(2, "b", 85.6), trial(7, "c", 85.0)],
-             ("random", 1): [trial(1, "a", 85.1), trial(3, "d", 84.0)]}
-    accuracy = {"a": [88.0, 88.4, 88.1], "b": [89.0, 89.2, 88.9], "c": [89.5, 89.5, 89.6]}  # d: untrained
+             ("random", 1): [trial(1, "a", 85.1), trial(3, "d", 84.0)],
+             ("random", 2): [trial(5, "c", 85.3), trial(6, "a", 85.2)]}
+    # b selects above a (89.1 vs 88.2) but judges below it (87.9 vs 88.6): the pick must not read seed 2
+    accuracy = {"a": [88.0, 88.4, 88.6], "b": [89.0, 89.2, 87.9], "c": [89.5, 89.5, 89.6]}  # d: untrained
     table, rows = fvp.evaluate(found, accuracy, 3)
-    assert len(rows) == 6 and list(table["sampler"]) == ["tpe", "random"]
-    tpe, rnd = table.iloc[0], table.iloc[1]
+    assert len(rows) == 8 and list(table["sampler"]) == ["tpe", "random", "random"]
+    assert list(rows.columns[-4:]) == ["seed0", "seed1", "selection_mean", "seed2_test"]
+    tpe, rnd, same = table.iloc[0], table.iloc[1], table.iloc[2]
     assert (tpe.proxy_pick_trial, tpe.final_pick_trial, tpe.final_pick_proxy_rank) == (4, 9, 2)
-    assert tpe.gain == pytest.approx(88.9 - 88.1) and not tpe.same_pick
-    assert (rnd.final_pick_trial, rnd.gain) == (7, pytest.approx(89.6 - 88.9))
-    assert "2 searches" in fvp.summary(table) and "2 better, 0 the same" in fvp.summary(table)
+    assert tpe.gain == pytest.approx(87.9 - 88.6) and not tpe.same_pick
+    assert (rnd.final_pick_trial, rnd.gain) == (7, pytest.approx(89.6 - 87.9))
+    assert same.same_pick and same.gain == 0 and same.final_pick_trial == 5
+    text = fvp.summary(table)
+    assert "3 searches" in text and "1 better, 1 the same (1 the same architecture), 1 worse" in text
+    assert f"whose picks differ: {((87.9 - 88.6) + (89.6 - 87.9)) / 2:+.2f}" in text
+
+
+def test_finalize_vs_proxy_sign_flip_test_is_exact():
+    import finalize_vs_proxy as fvp
+
+    # all of 4 gains positive: only the all-plus and all-minus patterns are as extreme, 2 of 16
+    assert fvp.sign_flip_p(np.array([1.0, 2.0, 0.5, 1.5])) == pytest.approx(2 / 16)
+    assert fvp.sign_flip_p(np.array([1.0, -1.0])) == 1.0
+    assert fvp.sign_flip_p(np.array([0.0, 0.0, 2.0])) == pytest.approx(1.0)  # zeros flip to themselves
+
+
+def test_finalize_vs_proxy_judges_on_the_test_split_and_refuses_another_budget(tmp_path):
+    import finalize_vs_proxy as fvp
+    import optuna
+
+    from hvsearch.errors import HVSearchError
+    from hvsearch.search import study as st
+    from hvsearch.space import load_space
+
+    space = load_space(ROOT / "spaces" / "tiny.yaml")
+    judging = fvp.judging_space(space)
+    assert judging.data.val_split == 0 and space.data.val_split > 0
+    assert judging.fingerprint() != space.fingerprint()  # its own study, not a continuation
+    url = st.storage_url("fvp", str(tmp_path / "fvp.db"), tmp_path)
+    study = optuna.create_study(study_name="fvp-abc-seed0", storage=st.open_storage(url))
+    study.set_user_attr("train", {"epochs": 8, "fraction": 0.2})
+    fvp.check_budget(["fvp-abc-seed0", "fvp-abc-seed1"], url, 8, 0.2)  # the same budget: fine
+    with pytest.raises(HVSearchError, match="was trained 8 epoch\\(s\\) on 0.2, not 4 on 0.2"):
+        fvp.check_budget(["fvp-abc-seed0"], url, 4, 0.2)
