@@ -56,7 +56,7 @@ def test_finalize_retrains_the_top_and_picks_by_the_mean(workdir):
         assert len(st.load_study(name, url).get_trials()) == 2
 
 
-def test_finalize_refuses_a_budget_no_larger_than_the_proxy(workdir):
+def test_finalize_before_any_search_is_one_line(workdir):
     folder, env = workdir
     space = write_space(folder)
     import subprocess
@@ -155,3 +155,35 @@ def test_finalize_names_too_long_for_a_study_are_refused_before_training(tmp_pat
 def test_finalize_names_keep_every_digit_of_the_fraction():
     assert study_names("s", ["a"], 10, 0.1234567, 1) != study_names("s", ["a"], 10, 0.1234568, 1)
     assert study_names("s", ["a"], 10, 0.5, 1) == ["s-final-e10-f0.5-" + study_names("s", ["a"], 10, 0.5, 1)[0][-14:]]
+
+
+def test_the_budget_rule_and_a_no_train_run_of_the_cli(tmp_path, capsys):
+    """A re-evaluation no longer than the proxy is refused in one line; --no-train before any
+    training prints the table, says what is left and exits 1."""
+    import optuna
+
+    from hvsearch.cli import main
+    from hvsearch.search.calibrate import stratified_sample
+    from hvsearch.space import load_space
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space_file = write_space(tmp_path)
+    space = load_space(space_file)
+    url = st.storage_url("tiny", None, tmp_path / "studies")
+    opened = st.open_for_run(space, "tiny", url, resume=False)
+    for cand, value in zip(stratified_sample(space, 4, seed=0)[:3], (80.0, 79.0, 78.0)):
+        _trained(opened.study, cand.spec, value)
+    st.release_host_lock(url, "tiny")
+    dirs = ["--studies-dir", str(tmp_path / "studies"), "--results-dir", str(tmp_path / "results")]
+    proxy = int(space.train.epochs)
+    assert main(["finalize", str(space_file), "--epochs", str(proxy), *dirs]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"--epochs x --fraction ({proxy} x 1) must exceed the search's proxy ({proxy} x 1)" in err
+
+    assert main(["finalize", str(space_file), "--top", "3", "--no-train", *dirs]) == 1
+    out = capsys.readouterr().out
+    assert "3 finalist(s) have no result yet: run it again to train the rest" in out
+    table = pd.read_csv(tmp_path / "results" / "tiny" / "finalists.csv")
+    assert len(table) == 3 and table["final_mean"].isna().all() and list(table["proxy_top1"]) == [80.0, 79.0, 78.0]
+    assert not (tmp_path / "results" / "tiny" / "final.yaml").exists()
