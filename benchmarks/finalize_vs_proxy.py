@@ -110,6 +110,20 @@ def evaluate(found: dict, accuracy: dict[str, list[float]], seeds: int) -> tuple
     return pd.DataFrame(searches), pd.DataFrame(rows)
 
 
+def seeds_agreement(rows: pd.DataFrame, *, n_boot: int = 2000) -> str:
+    """How well two selection seeds rank the distinct finalists alike (Kendall tau with a
+    bootstrap interval): the ceiling of any pick by training seeds among them."""
+    from hvsearch.stats import bootstrap_ci, kendall
+
+    distinct = rows.drop_duplicates("arch_id").dropna(subset=["seed0", "seed1"]) if "seed1" in rows else rows[:0]
+    if len(distinct) < 4:
+        return "seed 0 vs seed 1 over the distinct finalists: fewer than 4 trained on both"
+    a, b = distinct["seed0"].to_numpy(float), distinct["seed1"].to_numpy(float)
+    lo, hi = bootstrap_ci(a, b, kendall, n_boot=n_boot)
+    return (f"seed 0 vs seed 1 over the {len(distinct)} distinct finalists: Kendall tau {kendall(a, b):+.2f} "
+            f"[{lo:+.2f}, {hi:+.2f}] (their spread {a.min():.2f}-{a.max():.2f}% and {b.min():.2f}-{b.max():.2f}%)")
+
+
 def sign_flip_p(gain: np.ndarray) -> float:
     """Two-sided exact p-value of the mean gain under random signs (every sign pattern; ties at
     zero stay zero)."""
@@ -194,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(table) < len(found):
             print(f"{len(found) - len(table)} of {len(found)} searches left out: a finalist without a result in "
                   "every training (untrained yet, or failed: see finalists.csv)")
+        print(seeds_agreement(rows))
         print(summary(table))
         print(f"written {out}/searches.csv, finalists.csv ({time.monotonic() - t0:.0f} s)")
     except HVSearchError as e:

@@ -206,6 +206,15 @@ def test_finalize_vs_proxy_judges_both_picks_on_the_held_out_seed():
     assert f"whose picks differ: {((87.9 - 88.6) + (89.6 - 87.9)) / 2:+.2f}" in text
 
 
+def test_finalize_vs_proxy_reports_how_the_selection_seeds_agree():
+    import finalize_vs_proxy as fvp
+
+    rows = pd.DataFrame({"arch_id": list("abcdea"), "seed0": [1.0, 2, 3, 4, 5, 1], "seed1": [2.0, 1, 3, 4, 5, 2]})
+    line = fvp.seeds_agreement(rows, n_boot=200)  # a repeated finalist counts once: 5 distinct
+    assert line.startswith("seed 0 vs seed 1 over the 5 distinct finalists: Kendall tau +0.80 [")
+    assert "fewer than 4" in fvp.seeds_agreement(rows.iloc[:3])
+
+
 def test_finalize_vs_proxy_sign_flip_test_is_exact():
     import finalize_vs_proxy as fvp
 
