@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -492,6 +493,14 @@ def cmd_finalize(args: argparse.Namespace) -> int:
             p = done.pick
             print(f"\npick: trial {p['trial']} ({p['mixers']}), {p['final_mean']:.2f}% mean of {args.seeds} seed(s) "
                   f"(proxy rank {p['proxy_rank']}, {p['proxy_top1']:.2f}%): {done.results_dir}/final.yaml")
+            if done.margin is not None:
+                m = done.margin
+                verdict = ("separated from it" if m["separated"] else
+                           "not separated from it: at this budget the seeds cannot tell them apart (more seeds "
+                           "or a longer training would, or they are equally good)")
+                print(f"its lead over the runner-up: {m['lead']:.2f} points; one training's accuracy varies by "
+                      f"{m['seed_sd']:.2f} (s.d. over seeds), so two standard errors of the difference are "
+                      f"{2 * m['seed_sd'] * math.sqrt(2 / args.seeds):.2f}: {verdict}")
     return 0 if done.pick is not None else 1
 
 

@@ -41,6 +41,7 @@ class Finalists:
     pending: int  # finalists still to train (a re-run trains them)
     names: list[str]  # the studies of the re-evaluation, one per seed
     results_dir: Path | None
+    margin: dict | None = None  # the pick's lead over the runner-up against the seeds' noise (see margin)
 
 
 def top_trials(study, top: int) -> list:
@@ -117,6 +118,9 @@ def run_finalize(space, *, study: str | None = None, storage: str | None = None,
     # a finalist whose training failed ranks last (a re-run would not train it again); the pick
     # waits for every other one
     pick = None if pending or table["final_mean"].isna().all() else _plain(table.iloc[0].to_dict())
+    lead = margin(table) if pick is not None else None
+    if lead is not None:
+        pick.update(lead)
     for row in table[table["failed"] != ""].itertuples():
         print(f"finalist trial {row.trial} ({row.mixers}) failed to train, ranked last: {row.failed}",
               file=out, flush=True)
@@ -133,11 +137,28 @@ def run_finalize(space, *, study: str | None = None, storage: str | None = None,
                    "final_seeds": [pick[c] for c in table.columns if c.startswith("final_seed")],
                    "final_budget": budget, "proxy_top1": pick["proxy_top1"], "proxy_rank": int(pick["proxy_rank"]),
                    "params": pick["params"], "flops": pick["flops"],
+                   **({k: pick[k] for k in ("lead", "seed_sd", "separated")} if lead else {}),
                    "arch": {"name": f"{name}-final-t{t.number}", **json.loads(t.user_attrs[st.ATTR_ARCH])}}
             import yaml
 
             (written / "final.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    return Finalists(table, pick, pending, names, written)
+    return Finalists(table, pick, pending, names, written, lead)
+
+
+def margin(table: pd.DataFrame) -> dict | None:
+    """The pick's lead over the runner-up (points of mean accuracy) beside the training seeds'
+    noise: ``seed_sd`` is the standard deviation of one training's accuracy, pooled over the
+    finalists trained with every seed, and the lead counts as ``separated`` when it exceeds two
+    standard errors of a difference of two means, ``2 * seed_sd * sqrt(2 / seeds)``. None with
+    fewer than two finalists or one seed."""
+    seeds = table[[c for c in table.columns if c.startswith("final_seed")]]
+    done = table["final_mean"].notna()
+    k = seeds.shape[1]
+    if done.sum() < 2 or k < 2:
+        return None
+    sd = float(math.sqrt(seeds[done].var(axis=1, ddof=1).mean()))
+    lead = float(table["final_mean"].iloc[0] - table["final_mean"].iloc[1])
+    return {"lead": lead, "seed_sd": sd, "separated": bool(lead > 2 * sd * math.sqrt(2 / k))}
 
 
 def _plain(row: dict) -> dict:

@@ -131,7 +131,25 @@ def test_a_finalist_whose_training_failed_ranks_last_and_the_rest_are_picked(tmp
     assert done.pending == 0 and done.pick["arch_id"] == b.arch_id and done.pick["final_mean"] == 76.0
     assert list(done.table["arch_id"]) == [b.arch_id, a.arch_id, c.arch_id]  # the failed one last
     assert f"finalist trial 2 ({done.table.iloc[2]['mixers']}) failed to train, ranked last" in said.getvalue()
-    assert yaml.safe_load((results / "tiny" / "final.yaml").read_text())["arch_id"] == b.arch_id
+    final = yaml.safe_load((results / "tiny" / "final.yaml").read_text())
+    assert final["arch_id"] == b.arch_id
+    # b (75, 77) leads a (70, 72) by 5 points; each varies by sqrt(2) between seeds: two standard
+    # errors of the difference of two 2-seed means are 2 * sqrt(2) * 1 = 2.83 points, under the lead
+    assert final["lead"] == 5.0 and final["seed_sd"] == pytest.approx(2 ** 0.5) and final["separated"] is True
+    assert done.margin == {"lead": 5.0, "seed_sd": pytest.approx(2 ** 0.5), "separated": True}
+
+
+def test_a_lead_within_the_seeds_noise_is_not_separated():
+    from hvsearch.search.finalize import margin
+
+    table = pd.DataFrame({"final_seed0": [89.3, 89.0, 88.0], "final_seed1": [89.3, 89.3, 89.0],
+                          "final_mean": [89.3, 89.15, 88.5]})
+    m = margin(table)
+    # s.d. pooled over the three: sqrt(mean(0, 0.045, 0.5)) = 0.38; 2 SE of a difference = 0.76 > 0.15
+    assert m["lead"] == pytest.approx(0.15) and m["seed_sd"] == pytest.approx((0.545 / 3) ** 0.5)
+    assert m["separated"] is False
+    assert margin(table.assign(final_mean=[89.3, float("nan"), float("nan")])) is None
+    assert margin(table[["final_seed0", "final_mean"]]) is None  # one seed: no noise estimate
 
 
 def test_finalize_names_too_long_for_a_study_are_refused_before_training(tmp_path):
