@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_vs_random import search_name  # noqa: E402
+from search_vs_random import search_name, search_space  # noqa: E402
 
 
 def finalists(args, space) -> dict[tuple[str, int], list]:
@@ -56,13 +56,26 @@ def finalists(args, space) -> dict[tuple[str, int], list]:
         for seed in args.seeds:
             name = search_name(sampler, seed)
             study = load_study(name, url)
-            check_same_space(study, space, name)
+            # as search_vs_random made it (NSGA-II with the FLOPs objective; the population size is
+            # not part of a study's identity)
+            check_same_space(study, search_space(space, sampler, seed, trials=None, population=1), name)
             found[sampler, seed] = top_trials(study, args.top)
     return found
 
 
 def judging_space(space):
-    """The space with ``data.val_split`` 0: scored on the data set's own test split."""
+    """The space with ``data.val_split`` 0: scored on the data set's own test split. Refused
+    (HVSearchError) where that would not be unseen images: a search that already validated on the
+    test split (``val_split`` 0), or an image folder (validated on its ``val/`` folder whatever
+    ``val_split`` says)."""
+    from hvsearch.errors import HVSearchError
+
+    if space.data.name == "imagefolder":
+        raise HVSearchError("data 'imagefolder': judging on a test split needs a data set with one (synthetic, "
+                            "CIFAR, the IDX sets); an image folder validates on its val/ folder")
+    if not space.data.val_split > 0:
+        raise HVSearchError("data.val_split is 0: the searches validated on the test split, so it is not "
+                            "unseen; judge a search made with a validation split held out of training")
     return dataclasses.replace(space, data=dataclasses.replace(space.data, val_split=0.0))
 
 
@@ -124,12 +137,17 @@ def seeds_agreement(rows: pd.DataFrame, *, n_boot: int = 2000) -> str:
             f"[{lo:+.2f}, {hi:+.2f}] (their spread {a.min():.2f}-{a.max():.2f}% and {b.min():.2f}-{b.max():.2f}%)")
 
 
-def sign_flip_p(gain: np.ndarray) -> float:
-    """Two-sided exact p-value of the mean gain under random signs (every sign pattern; ties at
-    zero stay zero)."""
-    observed = abs(gain.mean())
-    means = [abs((gain * np.array(signs)).mean()) for signs in itertools.product((1, -1), repeat=gain.size)]
-    return float(np.mean([m >= observed - 1e-12 for m in means]))
+def sign_flip_p(gain: np.ndarray, *, exact_up_to: int = 16, n_random: int = 100_000, seed: int = 0) -> float:
+    """Two-sided p-value of the mean gain under random signs (ties at zero stay zero): every sign
+    pattern up to ``exact_up_to`` searches, else ``n_random`` random patterns. Like the bootstrap
+    it treats the searches as independent, which shared finalists make them not quite."""
+    gain = np.asarray(gain, dtype=float)
+    if gain.size <= exact_up_to:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=gain.size)))
+    else:
+        signs = np.random.default_rng(seed).choice((1.0, -1.0), size=(n_random, gain.size))
+    means = np.abs(signs @ gain) / gain.size
+    return float(np.mean(means >= abs(gain.mean()) - 1e-12))
 
 
 def summary(table: pd.DataFrame, *, n_boot: int = 10_000, seed: int = 0) -> str:
@@ -142,8 +160,8 @@ def summary(table: pd.DataFrame, *, n_boot: int = 10_000, seed: int = 0) -> str:
     differ = ~table["same_pick"].to_numpy(dtype=bool)
     differ_mean = f"{gain[differ].mean():+.2f}" if differ.any() else "none"
     return (f"{len(gain)} searches: finalize's pick minus the proxy's pick on the test split, mean "
-            f"{gain.mean():+.2f} points (exact sign-flip p = {sign_flip_p(gain):.2f}; bootstrap over searches "
-            f"[{lo:+.2f}, {hi:+.2f}], descriptive: searches share finalists); {wins} better, {ties} the same "
+            f"{gain.mean():+.2f} points (sign-flip p = {sign_flip_p(gain):.2f}; bootstrap over searches "
+            f"[{lo:+.2f}, {hi:+.2f}]; both descriptive: searches share finalists); {wins} better, {ties} the same "
             f"({int((~differ).sum())} the same architecture), {len(gain) - wins - ties} worse; over the "
             f"{int(differ.sum())} searches whose picks differ: {differ_mean}")
 
@@ -173,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         t0 = time.monotonic()
         space = load_space(args.space)
+        judging_space(space)  # refused before any training where the test split is not unseen
         found = finalists(args, space)
         from hvsearch.arch import ModelSpec
         from hvsearch.search import study as st

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -499,8 +498,8 @@ def cmd_finalize(args: argparse.Namespace) -> int:
                            "not separated from it: at this budget the seeds cannot tell them apart (more seeds "
                            "or a longer training would, or they are equally good)")
                 print(f"its lead over the runner-up: {m['lead']:.2f} points; one training's accuracy varies by "
-                      f"{m['seed_sd']:.2f} (s.d. over seeds), so two standard errors of the difference are "
-                      f"{2 * m['seed_sd'] * math.sqrt(2 / args.seeds):.2f}: {verdict}")
+                      f"{m['seed_sd']:.2f} (s.d. over seeds), so a difference of two means needs {m['threshold']:.2f} "
+                      f"(95%, Student's t; indicative, the two are the best of several): {verdict}")
     return 0 if done.pick is not None else 1
 
 

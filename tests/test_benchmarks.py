@@ -222,6 +222,9 @@ def test_finalize_vs_proxy_sign_flip_test_is_exact():
     assert fvp.sign_flip_p(np.array([1.0, 2.0, 0.5, 1.5])) == pytest.approx(2 / 16)
     assert fvp.sign_flip_p(np.array([1.0, -1.0])) == 1.0
     assert fvp.sign_flip_p(np.array([0.0, 0.0, 2.0])) == pytest.approx(1.0)  # zeros flip to themselves
+    # past 16 searches, random patterns: 20 positive gains, exact p = 2 / 2^20, estimated near 0
+    assert fvp.sign_flip_p(np.ones(20), n_random=20_000) < 0.001
+    assert fvp.sign_flip_p(np.array([1.0, -1.0] * 10), n_random=20_000) == 1.0
 
 
 def test_finalize_vs_proxy_judges_on_the_test_split_and_refuses_another_budget(tmp_path):
@@ -235,6 +238,13 @@ def test_finalize_vs_proxy_judges_on_the_test_split_and_refuses_another_budget(t
     space = load_space(ROOT / "spaces" / "tiny.yaml")
     judging = fvp.judging_space(space)
     assert judging.data.val_split == 0 and space.data.val_split > 0
+    import dataclasses
+
+    with pytest.raises(HVSearchError, match="data.val_split is 0: the searches validated on the test split"):
+        fvp.judging_space(judging)
+    folder = dataclasses.replace(space, data=dataclasses.replace(space.data, name="imagefolder", root=str(tmp_path)))
+    with pytest.raises(HVSearchError, match="an image folder validates on its val/ folder"):
+        fvp.judging_space(folder)
     assert judging.fingerprint() != space.fingerprint()  # its own study, not a continuation
     url = st.storage_url("fvp", str(tmp_path / "fvp.db"), tmp_path)
     study = optuna.create_study(study_name="fvp-abc-seed0", storage=st.open_storage(url))

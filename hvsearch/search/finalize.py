@@ -137,7 +137,7 @@ def run_finalize(space, *, study: str | None = None, storage: str | None = None,
                    "final_seeds": [pick[c] for c in table.columns if c.startswith("final_seed")],
                    "final_budget": budget, "proxy_top1": pick["proxy_top1"], "proxy_rank": int(pick["proxy_rank"]),
                    "params": pick["params"], "flops": pick["flops"],
-                   **({k: pick[k] for k in ("lead", "seed_sd", "separated")} if lead else {}),
+                   **({k: pick[k] for k in ("lead", "seed_sd", "threshold", "separated")} if lead else {}),
                    "arch": {"name": f"{name}-final-t{t.number}", **json.loads(t.user_attrs[st.ATTR_ARCH])}}
             import yaml
 
@@ -148,17 +148,22 @@ def run_finalize(space, *, study: str | None = None, storage: str | None = None,
 def margin(table: pd.DataFrame) -> dict | None:
     """The pick's lead over the runner-up (points of mean accuracy) beside the training seeds'
     noise: ``seed_sd`` is the standard deviation of one training's accuracy, pooled over the
-    finalists trained with every seed, and the lead counts as ``separated`` when it exceeds two
-    standard errors of a difference of two means, ``2 * seed_sd * sqrt(2 / seeds)``. None with
-    fewer than two finalists or one seed."""
+    finalists trained with every seed (``n (seeds - 1)`` degrees of freedom), and the lead counts
+    as ``separated`` when it exceeds ``threshold``, the two-sided 95% Student-t bound of a
+    difference of two means, ``t * seed_sd * sqrt(2 / seeds)``. Indicative: the two compared are
+    the best two of several, which favours a larger lead. None with fewer than two finalists or
+    one seed."""
+    from scipy import stats
+
     seeds = table[[c for c in table.columns if c.startswith("final_seed")]]
     done = table["final_mean"].notna()
     k = seeds.shape[1]
     if done.sum() < 2 or k < 2:
         return None
     sd = float(math.sqrt(seeds[done].var(axis=1, ddof=1).mean()))
+    threshold = float(stats.t.ppf(0.975, int(done.sum()) * (k - 1)) * sd * math.sqrt(2 / k))
     lead = float(table["final_mean"].iloc[0] - table["final_mean"].iloc[1])
-    return {"lead": lead, "seed_sd": sd, "separated": bool(lead > 2 * sd * math.sqrt(2 / k))}
+    return {"lead": lead, "seed_sd": sd, "threshold": threshold, "separated": bool(lead > threshold)}
 
 
 def _plain(row: dict) -> dict:

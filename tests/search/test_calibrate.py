@@ -116,6 +116,18 @@ def test_ceiling_is_the_seeds_agreement_and_its_interval_that_of_the_mean_over_p
         "no ceiling: one reference seed")
 
 
+def test_one_reference_seed_gives_no_ceiling_row_and_no_shares():
+    from hvsearch.search.calibrate import correlation_table
+
+    one = _seeds_frame([60.0, 70.0, 55.0, 80.0, 65.0]).assign(params=[1.0, 3.0, 2.0, 5.0, 4.0])
+    assert (one["reference"] == one["reference_seed0"]).all() and (one["reference_spread"] == 0).all()
+    table = correlation_table(one, n_boot=200)
+    assert list(table["score"]) == ["params"] and (table["kind"] != "ceiling").all()
+    assert table["tau_of_ceiling"].isna().all() and table["toc_lo"].isna().all()
+    assert table["kendall_tau"].iloc[0] == pytest.approx(sps.kendalltau(one["params"], one["reference"]).statistic)
+    assert ceiling_line(table).startswith("no ceiling: one reference seed")
+
+
 def test_a_scores_share_of_the_ceiling_compares_like_with_like_with_a_paired_interval():
     """The score against each seed alone over the seeds against each other: a score that is seed
     0's accuracy itself gets (1 + c) / 2c, c the ceiling; its interval holds the point."""
@@ -271,6 +283,10 @@ def test_a_calibration_reuses_another_reference_and_trains_only_its_proxy(seeded
     same = ["arch_id", "reference_seed0", "reference_seed1", "reference", "reference_spread", "flag", "reference@2"]
     pd.testing.assert_frame_equal(second[same], first[same])
     assert "proxy@1" in second and "reference@1" not in second
+    table = pd.read_csv(folder / "results" / "longer-calibrate" / "calibration.csv").set_index("score")
+    if not math.isnan(table.loc["proxy@1", "kendall_tau"]):  # NaN only for a constant curve (tiny data)
+        assert table.loc["proxy@1", "kendall_tau"] == pytest.approx(
+            sps.kendalltau(second["proxy@1"], second["reference"]).statistic, abs=1e-9)
     assert pd.read_csv(folder / "results" / "longer-calibrate" / "calibration.csv").iloc[0]["kind"] == "ceiling"
 
 

@@ -111,7 +111,8 @@ def test_a_finalist_whose_training_failed_ranks_last_and_the_rest_are_picked(tmp
     _trained(seed0, b, 75.0)
     _trained(seed0, c, 0.0, status="failed", reason="the loss became nan at epoch 3")
     _trained(seed1, b, 77.0)
-    _trained(seed1, b, 0.0, status="duplicate")  # a later draw that never trained does not undo a result
+    _trained(seed1, b, 0.0, status="duplicate")  # a later draw that never trained does not undo a result,
+    _trained(seed1, b, 0.0, status="interrupted", reason="stopped")  # nor a later unfinished training of it
 
     results = tmp_path / "results"
     (results / "tiny").mkdir(parents=True)
@@ -133,10 +134,15 @@ def test_a_finalist_whose_training_failed_ranks_last_and_the_rest_are_picked(tmp
     assert f"finalist trial 2 ({done.table.iloc[2]['mixers']}) failed to train, ranked last" in said.getvalue()
     final = yaml.safe_load((results / "tiny" / "final.yaml").read_text())
     assert final["arch_id"] == b.arch_id
-    # b (75, 77) leads a (70, 72) by 5 points; each varies by sqrt(2) between seeds: two standard
-    # errors of the difference of two 2-seed means are 2 * sqrt(2) * 1 = 2.83 points, under the lead
-    assert final["lead"] == 5.0 and final["seed_sd"] == pytest.approx(2 ** 0.5) and final["separated"] is True
-    assert done.margin == {"lead": 5.0, "seed_sd": pytest.approx(2 ** 0.5), "separated": True}
+    # b (75, 77) leads a (70, 72) by 5 points; each varies by sqrt(2) between seeds, estimated with
+    # 2 degrees of freedom: a difference of two 2-seed means needs t(0.975, 2) * sqrt(2) * 1 = 6.09
+    from scipy import stats
+
+    bound = stats.t.ppf(0.975, 2) * 2 ** 0.5
+    assert final["lead"] == 5.0 and final["seed_sd"] == pytest.approx(2 ** 0.5)
+    assert final["threshold"] == pytest.approx(bound) and final["separated"] is False
+    assert done.margin == {"lead": 5.0, "seed_sd": pytest.approx(2 ** 0.5), "threshold": pytest.approx(bound),
+                           "separated": False}
 
 
 def test_a_lead_within_the_seeds_noise_is_not_separated():
@@ -144,10 +150,17 @@ def test_a_lead_within_the_seeds_noise_is_not_separated():
 
     table = pd.DataFrame({"final_seed0": [89.3, 89.0, 88.0], "final_seed1": [89.3, 89.3, 89.0],
                           "final_mean": [89.3, 89.15, 88.5]})
+    from scipy import stats
+
     m = margin(table)
-    # s.d. pooled over the three: sqrt(mean(0, 0.045, 0.5)) = 0.38; 2 SE of a difference = 0.76 > 0.15
-    assert m["lead"] == pytest.approx(0.15) and m["seed_sd"] == pytest.approx((0.545 / 3) ** 0.5)
-    assert m["separated"] is False
+    # s.d. pooled over the three (3 degrees of freedom): sqrt(mean(0, 0.045, 0.5)) = 0.43; a
+    # difference of two 2-seed means needs t(0.975, 3) * 0.43 * 1 = 1.36 > 0.15
+    sd = (0.545 / 3) ** 0.5
+    assert m["lead"] == pytest.approx(0.15) and m["seed_sd"] == pytest.approx(sd)
+    assert m["threshold"] == pytest.approx(stats.t.ppf(0.975, 3) * sd) and m["separated"] is False
+    far = margin(table.assign(final_seed0=[95.0, 89.0, 88.0], final_seed1=[95.2, 89.3, 88.1],
+                              final_mean=[95.1, 89.15, 88.05]))
+    assert far["lead"] == pytest.approx(5.95) and far["separated"] is True
     assert margin(table.assign(final_mean=[89.3, float("nan"), float("nan")])) is None
     assert margin(table[["final_seed0", "final_mean"]]) is None  # one seed: no noise estimate
 
