@@ -178,7 +178,7 @@ def finalists_table(finalists: list, names: list[str], url: str) -> pd.DataFrame
     from hvsearch.search.retrain import seed_accuracy, seed_failures
 
     by_arch = seed_accuracy(names, url)
-    failures = seed_failures(names, url)
+    failures = seed_failures(names, url, by_arch)
     rows = []
     for rank, t in enumerate(finalists, start=1):
         a = t.user_attrs

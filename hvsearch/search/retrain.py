@@ -63,16 +63,16 @@ def final_accuracy(names: list[str], url: str) -> dict[str, list[float]]:
     return acc
 
 
-def seed_failures(names: list[str], url: str) -> dict[str, str]:
+def seed_failures(names: list[str], url: str, acc: dict[str, list[float]]) -> dict[str, str]:
     """arch id -> why its training failed in a study of ``names`` ("seed k: reason"), for the
-    architectures that have no result in that study: a re-run does not train them again (a failed
-    trial counts against the budget, as in a search)."""
+    architectures that have no result in that study (``acc``: :func:`seed_accuracy` of the same
+    studies): a re-run does not train them again (a failed trial counts against the budget, as in
+    a search)."""
     import optuna
 
     from hvsearch.search import study as st
 
     present = {s.study_name for s in optuna.get_all_study_summaries(st.open_storage(url))}
-    acc = seed_accuracy(names, url)
     out: dict[str, str] = {}
     for k, name in enumerate(names):
         if name not in present:
